@@ -1,0 +1,34 @@
+# Two commands: `make run` serves the pool, `make test` runs the suite. Each does the whole
+# set-up on a fresh Debian machine first.
+PYTHON := $(shell scripts/find_python.sh)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 8888
+
+.PHONY: run test bench system install clean
+
+run: install
+	$(PY) -m lkpool serve --host $(HOST) --port $(PORT)
+
+test: install
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench: install
+	$(PY) -m bench.report
+
+install: system $(STAMP)
+
+system:
+	@scripts/install_system.sh
+
+$(STAMP): pyproject.toml
+	@test -n "$(PYTHON)" || { echo "no Python >= 3.12 found"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev,cef]'
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,91 @@
+"""EventEmitter: named events to sync or async callbacks, in registration order.
+
+Two calling styles meet here. livekit's `EventEmitter` (which `livekit.browser`'s pages use)
+registers with `on(event, cb)` or `@on(event)` and removes with `off(event, cb)`; pydoll's
+model registers with `on(event, cb, temporary=True)` and removes by the returned id. Both work,
+so code written against `livekit.browser` runs unchanged and callers that want ids get them.
+
+A raising callback is logged and does not stop the others; a coroutine callback is scheduled
+as a task whose failure is logged too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import itertools
+import logging
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T", bound=str)
+_ids = itertools.count(1)
+
+
+class EventEmitter(Generic[T]):
+    def __init__(self) -> None:
+        # event -> {id: (callback, temporary)}; dicts keep insertion order
+        self._listeners: dict[str, dict[int, tuple[Callable[..., Any], bool]]] = {}
+        self._tasks: set[asyncio.Task] = set()
+
+    def on(self, event: T, callback: Callable[..., Any] | None = None, *,
+           temporary: bool = False) -> Any:
+        """Registers `callback` and returns its id; without one, acts as a decorator."""
+        if callback is None:
+            def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
+                self.on(event, fn, temporary=temporary)
+                return fn
+            return deco
+        cb_id = next(_ids)
+        self._listeners.setdefault(event, {})[cb_id] = (callback, temporary)
+        return cb_id
+
+    def once(self, event: T, callback: Callable[..., Any] | None = None) -> Any:
+        return self.on(event, callback, temporary=True)
+
+    def off(self, event_or_id: T | int, callback: Callable[..., Any] | None = None) -> bool:
+        """Removes a callback by id, or by (event, callback) as livekit does; True if found."""
+        if isinstance(event_or_id, int):
+            for listeners in self._listeners.values():
+                if listeners.pop(event_or_id, None) is not None:
+                    return True
+            return False
+        listeners = self._listeners.get(event_or_id, {})
+        for cb_id, (cb, _) in list(listeners.items()):
+            if cb is callback:
+                del listeners[cb_id]
+                return True
+        return False
+
+    def remove_all(self, event: T | None = None) -> None:
+        if event is None:
+            self._listeners.clear()
+        else:
+            self._listeners.pop(event, None)
+
+    def has_listeners(self, event: T) -> bool:
+        return bool(self._listeners.get(event))
+
+    def emit(self, event: T, *args: Any) -> None:
+        listeners = self._listeners.get(event)
+        if not listeners:
+            return
+        for cb_id, (cb, temporary) in list(listeners.items()):
+            if temporary:
+                listeners.pop(cb_id, None)
+            try:
+                result = cb(*args)
+            except Exception:
+                logger.exception("callback for %s raised", event)
+                continue
+            if inspect.isawaitable(result):
+                task = asyncio.ensure_future(result)
+                self._tasks.add(task)
+                task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("async callback raised", exc_info=task.exception())
