@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
+from .errors import LkpoolError
+
 Engine = Literal["chromium", "cef"]
 Capture = Literal["auto", "x11", "screencast"]
 
@@ -24,7 +26,7 @@ MAX_HEIGHT = 2160
 MAX_FRAMERATE = 60
 
 
-class ConfigError(ValueError):
+class ConfigError(LkpoolError, ValueError):
     """A setting has a value lkpool cannot use."""
 
 

@@ -1,0 +1,713 @@
+"""The parent side of one instance: spawns the child, owns the duplex and the shared memory,
+routes the child's messages to pages, and turns paint buffers into `rtc.VideoFrame`s.
+
+The API is `livekit.browser`'s (`BrowserContext(dev_mode=...)`, `initialize()`, `new_page()`,
+page events `paint`/`audio`/`url_changed`/`cursor_changed`, `send_*` input, `navigate`,
+`aclose()`, `playwright()`), so code written for one runs on the other; the extras
+(`press`, `type`, `click`, `resize`, `evaluate`, counters, `ping`, `closed` events) come on top.
+
+Nothing here waits forever: every request to the child has a timeout, and when the child dies
+every pending request fails with `InstanceCrashed` at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from livekit import rtc
+
+from . import keys
+from .config import MAX_FRAMERATE, MAX_HEIGHT, MAX_WIDTH, Settings
+from .errors import (BY_CODE, BrowserStartError, ClosedError, InstanceCrashed,
+                     InvalidArgument, LkpoolError, RequestTimeout)
+from .events import EventEmitter
+from .proc import protocol as p
+from .proc.channel import Channel, ChannelClosed
+from .shm.framebuffer import FrameBuffers, copy_rects
+
+logger = logging.getLogger(__name__)
+
+PROFILE_PREFIX = "lkpool-"
+_instance_ids = itertools.count(1)
+
+PageEvent = Literal["paint", "audio", "url_changed", "title_changed", "cursor_changed", "closed"]
+ContextEvent = Literal["closed"]
+_BUTTONS = {"left": 0, "middle": 1, "right": 2}
+
+
+@dataclass
+class PaintData:
+    dirty_rects: list[tuple[int, int, int, int]]
+    frame: rtc.VideoFrame
+    width: int
+    height: int
+    captured_ns: int = 0  # CLOCK_MONOTONIC when the child grabbed the frame
+
+
+@dataclass
+class AudioData:
+    frame: rtc.AudioFrame
+    pts: int
+
+
+def check_size(width: int, height: int) -> None:
+    for name, value, limit in (("width", width, MAX_WIDTH), ("height", height, MAX_HEIGHT)):
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= limit:
+            raise InvalidArgument(f"{name} must be an integer in 1..{limit}, got {value!r}")
+
+
+def check_framerate(framerate: int) -> None:
+    if (not isinstance(framerate, int) or isinstance(framerate, bool)
+            or not 1 <= framerate <= MAX_FRAMERATE):
+        raise InvalidArgument(f"framerate must be an integer in 1..{MAX_FRAMERATE}, "
+                              f"got {framerate!r}")
+
+
+class BrowserPage(EventEmitter[PageEvent]):
+    """One page of an instance. Its paint frame is reused: copy it to keep it."""
+
+    def __init__(self, ctx: BrowserContext, page_id: int, *, url: str, width: int, height: int,
+                 framerate: int) -> None:
+        super().__init__()
+        self._ctx = ctx
+        self._id = page_id
+        self.url = url
+        self.title = ""
+        self.cursor = "default"
+        self.width = width
+        self.height = height
+        self.framerate = framerate
+        self.frames = 0
+        self.dropped = 0
+        self.closed = False
+        self.close_reason: str | None = None
+        self._buffers: dict[int, FrameBuffers] = {}  # generation -> buffers
+        self._generation = 0
+        self._frame: rtc.VideoFrame | None = None
+        self._pixels: np.ndarray | None = None
+
+    @property
+    def id(self) -> int:
+        return self._id
+
+    @property
+    def context(self) -> BrowserContext:
+        return self._ctx
+
+    def __repr__(self) -> str:
+        return f"<BrowserPage {self._ctx.instance_id}/{self._id} {self.width}x{self.height}>"
+
+    # ---- lifecycle ----------------------------------------------------------------------
+
+    async def _start(self) -> None:
+        buffers = FrameBuffers(self.width, self.height, generation=0)
+        self._buffers[0] = buffers
+        self._alloc_frame(self.width, self.height)
+        try:
+            await self._ctx._request(lambda req: p.CreatePage(
+                req=req, page_id=self._id, url=self.url, width=self.width, height=self.height,
+                framerate=self.framerate, shm_names=buffers.names),
+                timeout=self._ctx.settings.start_timeout)
+        except BaseException:
+            self._release_buffers()
+            raise
+
+    async def aclose(self) -> None:
+        if self.closed:
+            return
+        try:
+            if self._ctx.alive:
+                await self._ctx._request(lambda req: p.ClosePage(req=req, page_id=self._id))
+        except (InstanceCrashed, ClosedError, RequestTimeout):
+            pass  # the instance is gone or stuck: the page is closed all the same
+        finally:
+            self._mark_closed("closed")
+
+    def _mark_closed(self, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.close_reason = reason
+        self._release_buffers()
+        self._ctx._pages.pop(self._id, None)
+        self.emit("closed", reason)
+
+    def _release_buffers(self) -> None:
+        buffers, self._buffers = self._buffers, {}
+        for fb in buffers.values():
+            fb.close()
+
+    def _alloc_frame(self, width: int, height: int) -> None:
+        data = bytearray(width * height * 4)
+        self._frame = rtc.VideoFrame(width, height, rtc.VideoBufferType.BGRA, data)
+        self._pixels = np.frombuffer(data, np.uint8).reshape(height, width, 4)
+
+    # ---- messages from the child --------------------------------------------------------
+
+    def _on_paint(self, msg: p.AcquirePaint) -> None:
+        buffers = self._buffers.get(msg.generation)
+        if buffers is None or self.closed:
+            return  # a paint into buffers already given up: nothing to release
+        try:
+            if msg.generation != self._generation:
+                return  # written before a resize took effect: stale, just release it
+            if self._pixels is None or self._pixels.shape[:2] != (msg.height, msg.width):
+                self._alloc_frame(msg.width, msg.height)
+                rects: list = []  # a new frame needs every pixel
+            else:
+                rects = msg.dirty_rects
+            src = buffers.array(msg.buffer_id)[:msg.height, :msg.width]
+            copy_rects(src, self._pixels, rects)
+        finally:
+            self._ctx._send(p.ReleasePaint(page_id=self._id, generation=msg.generation,
+                                           buffer_id=msg.buffer_id))
+        self.frames += 1
+        self.dropped = msg.dropped
+        if self.has_listeners("paint"):
+            self.emit("paint", PaintData(dirty_rects=msg.dirty_rects, frame=self._frame,
+                                         width=msg.width, height=msg.height,
+                                         captured_ns=msg.captured_ns))
+
+    def _on_audio(self, msg: p.Audio) -> None:
+        if msg.channels <= 0 or msg.sample_rate <= 0 or msg.samples_per_channel <= 0:
+            return
+        if self.has_listeners("audio"):
+            frame = rtc.AudioFrame(msg.data, msg.sample_rate, msg.channels,
+                                   msg.samples_per_channel)
+            self.emit("audio", AudioData(frame=frame, pts=msg.pts))
+
+    def _on_url(self, msg: p.UrlChanged) -> None:
+        self.url = msg.url
+        self.emit("url_changed", msg.url)
+
+    def _on_title(self, msg: p.TitleChanged) -> None:
+        self.title = msg.title
+        self.emit("title_changed", msg.title)
+
+    def _on_cursor(self, msg: p.CursorChanged) -> None:
+        self.cursor = msg.cursor
+        self.emit("cursor_changed", msg.cursor)
+
+    # ---- requests -----------------------------------------------------------------------
+
+    async def _call(self, make: Callable[[int], p.Message], timeout: float | None = None) -> str:
+        if self.closed:
+            raise ClosedError(f"page {self._id} is closed ({self.close_reason})")
+        return await self._ctx._request(make, timeout=timeout)
+
+    async def navigate(self, url: str) -> None:
+        if not isinstance(url, str) or not url:
+            raise InvalidArgument("url must be a non-empty string")
+        await self._call(lambda req: p.Navigate(req=req, page_id=self._id, url=url))
+
+    async def go_back(self) -> None:
+        await self._call(lambda req: p.GoBack(req=req, page_id=self._id))
+
+    async def go_forward(self) -> None:
+        await self._call(lambda req: p.GoForward(req=req, page_id=self._id))
+
+    async def reload(self) -> None:
+        await self._call(lambda req: p.Reload(req=req, page_id=self._id))
+
+    async def resize(self, width: int, height: int) -> None:
+        """New size: a new pair of buffers, the old pair unlinked once the child let go."""
+        check_size(width, height)
+        if (width, height) == (self.width, self.height):
+            return
+        generation = self._generation + 1
+        buffers = FrameBuffers(width, height, generation=generation)
+        self._buffers[generation] = buffers
+        try:
+            await self._call(lambda req: p.Resize(req=req, page_id=self._id, width=width,
+                                                  height=height, generation=generation,
+                                                  shm_names=buffers.names))
+        except BaseException:
+            stale = self._buffers.pop(generation, None)
+            if stale is not None:
+                stale.close()
+            raise
+        old = [g for g in self._buffers if g < generation]
+        self._generation = generation
+        self.width, self.height = width, height
+        for g in old:
+            self._buffers.pop(g).close()
+
+    async def set_framerate(self, framerate: int) -> None:
+        check_framerate(framerate)
+        await self._call(lambda req: p.SetFramerate(req=req, page_id=self._id,
+                                                    framerate=framerate))
+        self.framerate = framerate
+
+    async def evaluate(self, expression: str, timeout: float | None = None) -> Any:
+        """Runs JavaScript in the page and returns its JSON value (promises are awaited)."""
+        value = await self._call(lambda req: p.Evaluate(req=req, page_id=self._id,
+                                                        expression=expression), timeout)
+        return json.loads(value) if value else None
+
+    # livekit.browser's input API -----------------------------------------------------------
+
+    async def send_mouse_move(self, x: int, y: int, mouse_leave: bool = False, *,
+                              modifiers: int = 0) -> None:
+        await self._call(lambda req: p.MouseMove(req=req, page_id=self._id, x=int(x),
+                                                 y=int(y), mouse_leave=bool(mouse_leave),
+                                                 modifiers=modifiers))
+
+    async def send_mouse_click(self, x: int, y: int, button: int = 0, mouse_up: bool = False,
+                               click_count: int = 1, *, modifiers: int = 0) -> None:
+        if button not in (0, 1, 2):
+            raise InvalidArgument(f"button must be 0 (left), 1 (middle) or 2 (right), "
+                                  f"got {button!r}")
+        await self._call(lambda req: p.MouseClick(
+            req=req, page_id=self._id, x=int(x), y=int(y), button=button,
+            mouse_up=bool(mouse_up), click_count=int(click_count), modifiers=modifiers))
+
+    async def send_mouse_wheel(self, x: int, y: int, delta_x: int = 0, delta_y: int = 0, *,
+                               modifiers: int = 0) -> None:
+        await self._call(lambda req: p.MouseWheel(
+            req=req, page_id=self._id, x=int(x), y=int(y), delta_x=int(delta_x),
+            delta_y=int(delta_y), modifiers=modifiers))
+
+    async def send_key_event(self, type: int, modifiers: int, windows_key_code: int,
+                             native_key_code: int = 0, character: int = 0, *, key: str = "",
+                             code: str = "", text: str = "") -> None:
+        """livekit.browser's signature: CEF event type and CEF modifier flags."""
+        if type not in tuple(keys.KeyType):
+            raise InvalidArgument(f"key event type must be 0..3, got {type!r}")
+        if not text and character and type in (keys.KeyType.CHAR, keys.KeyType.KEYDOWN):
+            text = chr(character)
+        await self._send_key(keys.KeyType(type), keys.cef_to_cdp(modifiers), windows_key_code,
+                             native_key_code, character, key, code, text)
+
+    async def _send_key(self, type: keys.KeyType, cdp_modifiers: int, vk: int, native: int,
+                        character: int, key: str, code: str, text: str) -> None:
+        await self._call(lambda req: p.KeyEvent(
+            req=req, page_id=self._id, type=int(type), modifiers=cdp_modifiers,
+            windows_key_code=vk, native_key_code=native, character=character, key=key,
+            code=code, text=text))
+
+    async def send_focus_event(self, set_focus: bool = True) -> None:
+        await self._call(lambda req: p.Focus(req=req, page_id=self._id,
+                                             set_focus=bool(set_focus)))
+
+    # the extras a user expects ----------------------------------------------------------
+
+    async def press(self, combo: str) -> None:
+        """Presses a key combination as Playwright names it: "Enter", "Control+a"."""
+        for s in keys.press(combo):
+            await self._send_key(s.type, s.modifiers, s.key.vk, 0, ord(s.text) if len(s.text)
+                                 == 1 else 0, s.key.key, s.key.code, s.text)
+
+    async def type(self, text: str) -> None:
+        """Types text key by key (US layout); characters it lacks arrive as char events."""
+        if not isinstance(text, str):
+            raise InvalidArgument("text must be a string")
+        for s in keys.type_text(text):
+            await self._send_key(s.type, s.modifiers, s.key.vk, 0, ord(s.text) if len(s.text)
+                                 == 1 else 0, s.key.key, s.key.code, s.text)
+
+    async def click(self, x: int, y: int, *, button: str = "left", click_count: int = 1) -> None:
+        if button not in _BUTTONS:
+            raise InvalidArgument(f"button must be one of {', '.join(_BUTTONS)}, got {button!r}")
+        await self.send_mouse_move(x, y)
+        b = _BUTTONS[button]
+        await self.send_mouse_click(x, y, b, False, click_count)
+        await self.send_mouse_click(x, y, b, True, click_count)
+
+
+class BrowserContext(EventEmitter[ContextEvent]):
+    """One instance: a spawned child process running one browser, and its pages."""
+
+    def __init__(self, *, dev_mode: bool = False, remote_debugging_port: int = 0,
+                 settings: Settings | None = None) -> None:
+        super().__init__()
+        self._dev_mode = dev_mode
+        self._requested_port = remote_debugging_port
+        self._settings = settings
+        self.instance_id = next(_instance_ids)
+        self.log = logging.LoggerAdapter(logger, {"instance": self.instance_id})
+        self._proc: multiprocessing.process.BaseProcess | None = None
+        self._channel: Channel | None = None
+        self._reader: asyncio.Task | None = None
+        self._pending: dict[int, asyncio.Future[str]] = {}
+        self._req_ids = itertools.count(1)
+        self._page_ids = itertools.count(1)
+        self._pages: dict[int, BrowserPage] = {}
+        self._ready: p.ContextReady | None = None
+        self._state: Literal["new", "starting", "running", "closing", "closed"] = "new"
+        self.closed_reason: str | None = None
+        self.profile_dir: str | None = None
+        self.started_at = 0.0
+        self._closed_event = asyncio.Event()
+
+    # ---- properties ---------------------------------------------------------------------
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = Settings.from_env()
+        return self._settings
+
+    @property
+    def remote_debugging_port(self) -> int:
+        return self._ready.debugging_port if self._ready else self._requested_port
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    @property
+    def browser_pid(self) -> int | None:
+        return self._ready.browser_pid if self._ready else None
+
+    @property
+    def capture(self) -> str:
+        return self._ready.capture if self._ready else ""
+
+    @property
+    def display(self) -> str:
+        return self._ready.display if self._ready else ""
+
+    @property
+    def audio_sink(self) -> str:
+        return self._ready.audio_sink if self._ready else ""
+
+    @property
+    def version(self) -> str:
+        return self._ready.version if self._ready else ""
+
+    @property
+    def alive(self) -> bool:
+        return (self._state == "running" and self._channel is not None
+                and not self._channel.closed)
+
+    @property
+    def pages(self) -> list[BrowserPage]:
+        return list(self._pages.values())
+
+    def __repr__(self) -> str:
+        return f"<BrowserContext {self.instance_id} {self._state} pid={self.pid}>"
+
+    # ---- lifecycle ----------------------------------------------------------------------
+
+    async def __aenter__(self) -> BrowserContext:
+        await self.initialize()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def initialize(self) -> None:
+        if self._state != "new":
+            raise ClosedError(f"context already {self._state}: create a new BrowserContext")
+        self._state = "starting"
+        settings = self.settings
+        try:
+            await self._spawn(settings)
+        except BaseException:
+            await self._teardown("start_failed")
+            raise
+        self._state = "running"
+        self._reader = asyncio.create_task(self._read_loop(), name=f"lkpool-ctx-{self.instance_id}")
+        self._reader.add_done_callback(_log_task_exception)
+
+    async def _spawn(self, settings: Settings) -> None:
+        from .proc import main as child_main
+
+        if not (os.path.isfile(settings.chromium_path) and os.access(settings.chromium_path,
+                                                                     os.X_OK)):
+            raise BrowserStartError(
+                f"Chromium not found at {settings.chromium_path}: install it "
+                "(apt-get install -y chromium) or set CHROMIUM_PATH")
+        os.makedirs(settings.chromium_profile_base_dir, exist_ok=True)
+        self.profile_dir = tempfile.mkdtemp(prefix=PROFILE_PREFIX,
+                                            dir=settings.chromium_profile_base_dir)
+        parent_sock, child_sock = socket.socketpair()
+        try:
+            self._proc = multiprocessing.get_context("spawn").Process(
+                target=child_main.run, name=f"lkpool-instance-{self.instance_id}",
+                args=(child_sock, settings, self.profile_dir, self._requested_port))
+            self.started_at = time.monotonic()
+            await asyncio.to_thread(self._proc.start)
+        finally:
+            child_sock.close()
+        self._channel = await Channel.open(parent_sock)
+        try:
+            first = await asyncio.wait_for(self._channel.recv(), settings.start_timeout)
+        except TimeoutError:
+            raise BrowserStartError(
+                f"instance did not start within {settings.start_timeout:g}s") from None
+        except ChannelClosed:
+            raise BrowserStartError(
+                f"instance exited during start-up (exit code {await self._exit_code()})"
+            ) from None
+        if isinstance(first, p.Fatal):
+            raise BrowserStartError(first.detail or first.reason)
+        if not isinstance(first, p.ContextReady):
+            raise BrowserStartError(f"unexpected first message {type(first).__name__}")
+        self._ready = first
+        self.log.debug("instance ready: port %s capture %s display %s in %.2fs",
+                       first.debugging_port, first.capture, first.display,
+                       time.monotonic() - self.started_at)
+
+    async def aclose(self) -> None:
+        """Stops the instance: idempotent, and safe after the child died."""
+        if self._state in ("closing", "closed"):
+            await self._closed_event.wait()
+            return
+        if self._state == "new":
+            self._state = "closed"
+            self.closed_reason = "closed"
+            self._closed_event.set()
+            return
+        self._state = "closing"
+        # 1. ask the child to shut down cleanly (it kills its own group and unloads its sink)
+        if self._channel is not None and not self._channel.closed:
+            with contextlib.suppress(LkpoolError, asyncio.TimeoutError):
+                await self._request(lambda req: p.Shutdown(req=req), timeout=3.0,
+                                    allow_closing=True)
+        await self._teardown("closed")
+
+    async def _teardown(self, reason: str) -> None:
+        """Ends everything this context owns, in order; runs once, whatever state it is in."""
+        if self.closed_reason is not None:
+            return
+        self.closed_reason = reason
+        self._state = "closed"
+        # 1. fail every pending request so nobody waits on a dead instance
+        error = (InstanceCrashed(f"instance {self.instance_id} crashed")
+                 if reason == "crashed" else ClosedError(f"instance {self.instance_id} closed"))
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(error)
+        self._pending.clear()
+        # 2. stop reading and close the duplex: the child's watchdog sees EOF
+        if self._reader is not None and self._reader is not asyncio.current_task():
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
+        if self._channel is not None:
+            self._channel.close()
+        # 3. end the child's process group (Chromium, Xvfb, audio reader), then the child
+        await self._stop_process()
+        # 4. pages: unlink shared memory (the parent owns it), tell listeners
+        for page in list(self._pages.values()):
+            page._mark_closed(reason)
+        # 5. the PulseAudio sink, when the child could not unload it itself
+        if self.audio_sink and reason != "closed":
+            await _unload_sink(self.audio_sink)
+        # 6. the profile folder
+        if self.profile_dir:
+            await asyncio.to_thread(_remove_tree, self.profile_dir)
+        self._closed_event.set()
+        self.emit("closed", reason)
+
+    async def _stop_process(self) -> None:
+        proc = self._proc
+        if proc is None or proc.pid is None:
+            return
+        pgid = proc.pid  # the child leads its own process group
+        await asyncio.to_thread(proc.join, 2.0)
+        for sig, grace in ((signal.SIGTERM, 2.0), (signal.SIGKILL, 5.0)):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, sig)
+            if proc.exitcode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, sig)
+            await asyncio.to_thread(proc.join, grace)
+            if proc.exitcode is not None and not _group_alive(pgid):
+                break
+        with contextlib.suppress(ValueError):
+            proc.close()
+
+    async def _exit_code(self) -> int | None:
+        if self._proc is None:
+            return None
+        await asyncio.to_thread(self._proc.join, 2.0)
+        return self._proc.exitcode
+
+    # ---- the duplex ---------------------------------------------------------------------
+
+    def _send(self, msg: p.Message) -> None:
+        if self._channel is None or self._channel.closed:
+            return
+        try:
+            self._channel.send(msg)
+        except ChannelClosed:
+            pass
+
+    async def _request(self, make: Callable[[int], p.Message], timeout: float | None = None,
+                       *, allow_closing: bool = False) -> str:
+        if not (self.alive or (allow_closing and self._state == "closing")):
+            if self.closed_reason == "crashed":
+                raise InstanceCrashed(f"instance {self.instance_id} crashed")
+            raise ClosedError(f"instance {self.instance_id} is not running ({self._state})")
+        req = next(self._req_ids)
+        fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._pending[req] = fut
+        msg = make(req)
+        try:
+            self._channel.send(msg)
+            timeout = self.settings.request_timeout if timeout is None else timeout
+            return await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            raise RequestTimeout(f"{type(msg).__name__} got no answer within {timeout:g}s "
+                                 f"from instance {self.instance_id}") from None
+        except ChannelClosed as exc:
+            raise InstanceCrashed(f"instance {self.instance_id} is gone") from exc
+        finally:
+            self._pending.pop(req, None)
+
+    async def _read_loop(self) -> None:
+        reason = "crashed"
+        fatal: p.Fatal | None = None
+        try:
+            async for msg in self._channel:
+                if isinstance(msg, p.Fatal):
+                    fatal = msg
+                    continue
+                handler = self._HANDLERS.get(type(msg))
+                if handler is None:
+                    self.log.warning("unexpected %s from child", type(msg).__name__)
+                    continue
+                try:
+                    handler(self, msg)
+                except Exception:
+                    self.log.exception("handling %s failed", type(msg).__name__)
+        except p.ProtocolError:
+            self.log.exception("protocol error from child")
+        if self._state == "closing":
+            return  # aclose() is tearing down
+        if fatal is not None:
+            self.log.warning("instance ended: %s %s", fatal.reason, fatal.detail)
+        else:
+            self.log.warning("instance %s died (exit code %s)", self.instance_id,
+                             self._proc.exitcode if self._proc else None)
+        self._state = "closing"
+        await self._teardown(reason)
+
+    def _on_result(self, msg: p.Result) -> None:
+        fut = self._pending.get(msg.req)
+        if fut is None or fut.done():
+            return
+        if msg.error:
+            fut.set_exception(BY_CODE.get(msg.code, LkpoolError)(msg.error))
+        else:
+            fut.set_result(msg.value)
+
+    def _page_event(self, msg: Any, method: Callable[[BrowserPage, Any], None]) -> None:
+        page = self._pages.get(msg.page_id)
+        if page is not None:
+            method(page, msg)
+
+    def _on_page_closed(self, msg: p.PageClosed) -> None:
+        page = self._pages.get(msg.page_id)
+        if page is not None:
+            page._mark_closed(msg.reason or "closed")
+
+    _HANDLERS: dict[type, Callable[[BrowserContext, Any], None]] = {
+        p.Result: _on_result,
+        p.AcquirePaint: lambda self, m: self._on_paint(m),
+        p.Audio: lambda self, m: self._page_event(m, BrowserPage._on_audio),
+        p.UrlChanged: lambda self, m: self._page_event(m, BrowserPage._on_url),
+        p.TitleChanged: lambda self, m: self._page_event(m, BrowserPage._on_title),
+        p.CursorChanged: lambda self, m: self._page_event(m, BrowserPage._on_cursor),
+        p.PageClosed: _on_page_closed,
+    }
+
+    def _on_paint(self, msg: p.AcquirePaint) -> None:
+        page = self._pages.get(msg.page_id)
+        if page is None:
+            return  # the page is gone; its buffers were unlinked with it
+        page._on_paint(msg)
+
+    # ---- public operations --------------------------------------------------------------
+
+    async def new_page(self, *, url: str, width: int | None = None, height: int | None = None,
+                       framerate: int | None = None) -> BrowserPage:
+        if not self.alive:
+            raise ClosedError(f"instance {self.instance_id} is not running ({self._state})")
+        if not isinstance(url, str):
+            raise InvalidArgument("url must be a string")
+        width = self.settings.width if width is None else width
+        height = self.settings.height if height is None else height
+        framerate = self.settings.framerate if framerate is None else framerate
+        check_size(width, height)
+        check_framerate(framerate)
+        page = BrowserPage(self, next(self._page_ids), url=url, width=width, height=height,
+                           framerate=framerate)
+        self._pages[page.id] = page
+        try:
+            await page._start()
+        except BaseException:
+            self._pages.pop(page.id, None)
+            raise
+        return page
+
+    async def ping(self, timeout: float | None = None) -> None:
+        """Healthy means: the child answers and its browser answers CDP."""
+        await self._request(lambda req: p.Ping(req=req), timeout=timeout)
+
+    async def wait_closed(self, timeout: float | None = None) -> str:
+        await asyncio.wait_for(self._closed_event.wait(), timeout)
+        return self.closed_reason or "closed"
+
+    @contextlib.asynccontextmanager
+    async def playwright(self, timeout: float | None = None) -> AsyncIterator[Any]:
+        """A Playwright Browser connected to this instance over CDP."""
+        if not self.alive:
+            raise ClosedError(f"instance {self.instance_id} is not running ({self._state})")
+        from playwright.async_api import async_playwright
+
+        async with async_playwright() as pw:
+            browser = await pw.chromium.connect_over_cdp(
+                f"http://127.0.0.1:{self.remote_debugging_port}",
+                timeout=(timeout or self.settings.start_timeout) * 1000)
+            try:
+                yield browser
+            finally:
+                with contextlib.suppress(Exception):
+                    await browser.close()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def _remove_tree(path: str) -> None:
+    for _ in range(3):
+        shutil.rmtree(path, ignore_errors=True)
+        if not os.path.exists(path):
+            return
+        time.sleep(0.2)  # a dying browser may still be writing into it
+
+
+async def _unload_sink(sink: str) -> None:
+    """Unloads the null sink of a child that could not do it itself (it was killed)."""
+    with contextlib.suppress(Exception):
+        from .proc.audio import unload_sink
+
+        await asyncio.to_thread(unload_sink, sink)
+
+
+def _log_task_exception(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("task %s failed", task.get_name(), exc_info=task.exception())

@@ -1,0 +1,107 @@
+"""The public exceptions of lkpool. Backend errors are mapped to the most specific one with
+`raise ... from exc`; the server maps each to one HTTP status (see `status`).
+
+    LkpoolError
+     ├── ConfigError (lkpool.config)            bad setting                 -> stops start-up
+     ├── EngineError                            engine cannot run here      -> 500/503
+     │    └── BrowserStartError                 Chromium/Xvfb failed to start
+     ├── InstanceError                          a running instance failed
+     │    ├── InstanceCrashed                   the child or its browser died
+     │    ├── RequestTimeout (also TimeoutError) the instance did not answer in time
+     │    └── ClosedError                       used after aclose()
+     ├── PageError                              the page refused a request  -> 400/422
+     │    ├── NoSuchPage                        unknown page id
+     │    └── NavigationError                   the URL could not be loaded
+     ├── InvalidArgument (also ValueError)      a size, framerate, key... out of range -> 400
+     └── PoolError
+          ├── PoolExhausted                     no instance within ACQUIRE_TIMEOUT  -> 503
+          ├── UnknownSession (also KeyError)    no such lease                -> 404
+          └── PoolClosed                        the pool is shutting down    -> 503
+"""
+
+from __future__ import annotations
+
+
+class LkpoolError(Exception):
+    """Base of every lkpool error. `code` is a short machine-readable name."""
+
+    code = "error"
+    status = 500
+
+
+class EngineError(LkpoolError):
+    code = "engine_unavailable"
+    status = 503
+
+
+class BrowserStartError(EngineError):
+    code = "browser_start_failed"
+
+
+class InstanceError(LkpoolError):
+    code = "instance_error"
+    status = 502
+
+
+class InstanceCrashed(InstanceError):
+    code = "crashed"
+
+
+class RequestTimeout(InstanceError, TimeoutError):
+    code = "timeout"
+    status = 504
+
+
+class ClosedError(InstanceError):
+    code = "closed"
+    status = 410
+
+
+class PageError(LkpoolError):
+    code = "page_error"
+    status = 422
+
+
+class NoSuchPage(PageError):
+    code = "no_such_page"
+    status = 404
+
+
+class NavigationError(PageError):
+    code = "navigation_failed"
+
+
+class InvalidArgument(LkpoolError, ValueError):
+    code = "invalid_argument"
+    status = 400
+
+
+class PoolError(LkpoolError):
+    code = "pool_error"
+    status = 503
+
+
+class PoolExhausted(PoolError):
+    code = "pool_exhausted"
+    status = 503
+
+
+class UnknownSession(PoolError, KeyError):
+    code = "unknown_session"
+    status = 404
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else "unknown session"
+
+
+class PoolClosed(PoolError):
+    code = "pool_closed"
+    status = 503
+
+
+# Result.code values sent by the child -> the error the parent raises
+BY_CODE: dict[str, type[LkpoolError]] = {
+    cls.code: cls
+    for cls in (NoSuchPage, NavigationError, InvalidArgument, RequestTimeout, InstanceCrashed,
+                BrowserStartError, PageError, EngineError)
+}
