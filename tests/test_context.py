@@ -1,0 +1,176 @@
+"""BrowserContext / BrowserPage, the public API, on a real Chromium through a real child."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import numpy as np
+import pytest
+import pytest_asyncio
+
+from lkpool import BrowserContext, PaintData, Settings
+from lkpool.errors import (BrowserStartError, ClosedError, InstanceCrashed, InvalidArgument,
+                           NavigationError)
+from tests.support.pages import CLICKS, serve_pages, solid
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def site():
+    async with serve_pages({"/clicks": CLICKS, "/green": solid("rgb(0,255,0)"),
+                            "/titled": "<title>hi there</title><body>x</body>"}) as base:
+        yield base
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def ctx(tmp_path_factory):
+    settings = Settings(chromium_profile_base_dir=str(tmp_path_factory.mktemp("profiles")))
+    async with BrowserContext(dev_mode=False, settings=settings) as ctx:
+        yield ctx
+
+
+async def next_paint(page, timeout: float = 15.0) -> PaintData:
+    fut = asyncio.get_running_loop().create_future()
+    page.on("paint", lambda d: fut.done() or fut.set_result(
+        (d, np.frombuffer(bytes(d.frame.data), np.uint8).reshape(d.height, d.width, 4))),
+        temporary=True)
+    return await asyncio.wait_for(fut, timeout)
+
+
+async def test_known_colour_frame_at_page_size(ctx, site) -> None:
+    """A green page paints BGRA frames of that green at the page's size."""
+    page = await ctx.new_page(url=f"{site}/green", width=320, height=240, framerate=30)
+    try:
+        for _ in range(30):
+            data, pixels = await next_paint(page)
+            if pixels[120, 160].tolist() == [0, 255, 0, 255]:
+                break
+        assert (data.width, data.height) == (320, 240)
+        assert data.frame.width == 320 and data.frame.height == 240
+        assert pixels[120, 160].tolist() == [0, 255, 0, 255]
+        assert page.frames > 0
+    finally:
+        await page.aclose()
+
+
+async def test_click_type_and_press(ctx, site) -> None:
+    """A click lands at (x, y), typed text lands in the input, Control+a selects it."""
+    page = await ctx.new_page(url=f"{site}/clicks", width=320, height=240)
+    try:
+        await page.evaluate("new Promise(r => document.readyState === 'complete' ? r() : "
+                            "addEventListener('load', r))")
+        await page.click(150, 160)
+        assert await page.evaluate("window.clicks") == [[150, 160]]
+        await page.click(20, 15)
+        await page.type("Hello, World!")
+        assert await page.evaluate("document.getElementById('t').value") == "Hello, World!"
+        await page.press("Control+a")
+        await page.press("Backspace")
+        assert await page.evaluate("document.getElementById('t').value") == ""
+    finally:
+        await page.aclose()
+
+
+async def test_navigation_events_and_errors(ctx, site) -> None:
+    """url_changed and title_changed fire on navigation; an unreachable URL raises."""
+    page = await ctx.new_page(url="about:blank", width=320, height=240)
+    try:
+        urls, titles = [], []
+        page.on("url_changed", urls.append)
+        page.on("title_changed", titles.append)
+        await page.navigate(f"{site}/titled")
+        for _ in range(100):
+            if titles and urls:
+                break
+            await asyncio.sleep(0.05)
+        assert f"{site}/titled" in urls
+        assert "hi there" in titles and page.title == "hi there"
+        with pytest.raises(NavigationError):
+            await page.navigate("http://127.0.0.1:1/")
+    finally:
+        await page.aclose()
+
+
+async def test_resize_changes_frame_size(ctx, site) -> None:
+    """After resize, paints arrive at the new size."""
+    page = await ctx.new_page(url=f"{site}/green", width=320, height=240)
+    try:
+        await page.resize(400, 300)
+        for _ in range(30):
+            data, _ = await next_paint(page)
+            if (data.width, data.height) == (400, 300):
+                break
+        assert (data.width, data.height) == (400, 300)
+        assert (page.width, page.height) == (400, 300)
+    finally:
+        await page.aclose()
+
+
+async def test_bad_arguments_raise(ctx) -> None:
+    """Sizes, framerates and buttons out of range are InvalidArgument before reaching Chromium."""
+    with pytest.raises(InvalidArgument, match="width"):
+        await ctx.new_page(url="about:blank", width=5000, height=100)
+    with pytest.raises(InvalidArgument, match="framerate"):
+        await ctx.new_page(url="about:blank", width=100, height=100, framerate=0)
+    page = await ctx.new_page(url="about:blank", width=100, height=100)
+    try:
+        with pytest.raises(InvalidArgument):
+            await page.send_mouse_click(1, 1, button=7)
+        with pytest.raises(InvalidArgument):
+            await page.press("NoSuchKey")
+        with pytest.raises(InvalidArgument):
+            await page.set_framerate(61)
+    finally:
+        await page.aclose()
+    with pytest.raises(ClosedError):
+        await page.navigate("about:blank")
+
+
+async def test_playwright_sees_the_same_page(ctx, site) -> None:
+    """playwright() connects over CDP and evaluates in the page we render."""
+    page = await ctx.new_page(url=f"{site}/titled", width=320, height=240)
+    try:
+        await page.evaluate("window.marker = 42")
+        async with ctx.playwright() as browser:
+            pw_pages = [pg for c in browser.contexts for pg in c.pages]
+            values = [await pg.evaluate("window.marker || null") for pg in pw_pages]
+            assert 42 in values
+    finally:
+        await page.aclose()
+
+
+async def test_sigkill_of_chromium_fails_pending_calls(tmp_path, site) -> None:
+    """Killing Chromium fails a pending call with InstanceCrashed and the context cleans up."""
+    settings = Settings(chromium_profile_base_dir=str(tmp_path / "profiles"))
+    ctx = BrowserContext(dev_mode=False, settings=settings)
+    await ctx.initialize()
+    try:
+        page = await ctx.new_page(url=f"{site}/green", width=200, height=200)
+        reasons = []
+        ctx.on("closed", reasons.append)
+        pending = asyncio.create_task(page.evaluate("new Promise(() => {})", timeout=60))
+        await asyncio.sleep(0.3)
+        os.kill(ctx.browser_pid, signal.SIGKILL)
+        with pytest.raises(InstanceCrashed):
+            await asyncio.wait_for(pending, 30)
+        assert await ctx.wait_closed(30) == "crashed"
+        assert reasons == ["crashed"] and page.closed and not ctx.alive
+        with pytest.raises(InstanceCrashed):
+            await page.navigate("about:blank") if not page.closed else await ctx.ping()
+    finally:
+        await ctx.aclose()
+        await ctx.aclose()
+
+
+async def test_missing_chromium_is_a_clear_error(tmp_path) -> None:
+    """A missing binary names itself and what to install; nothing is left behind."""
+    settings = Settings(chromium_profile_base_dir=str(tmp_path / "profiles"),
+                        chromium_path="/nonexistent/chromium")
+    ctx = BrowserContext(dev_mode=False, settings=settings)
+    with pytest.raises(BrowserStartError, match="apt-get install"):
+        await ctx.initialize()
+    with pytest.raises(ClosedError):
+        await ctx.initialize()
