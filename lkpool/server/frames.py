@@ -1,0 +1,294 @@
+"""Frames of a page to any number of WebSocket viewers: one broadcaster per page.
+
+Why this shape: a page paints at its framerate whatever the viewers do, and a viewer on a
+slow link must never make the server buffer frames for it. So the broadcaster keeps only
+the newest frame; each viewer sends the newest one when its socket has taken the previous
+one, and counts the frames it never saw (`skipped`). Encoding is cached on the frame per
+(format, quality, size), so four JPEG viewers at the same settings cost one encode, done in
+a worker thread so the event loop keeps serving sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import simplejpeg
+
+from ..errors import InvalidArgument
+from .header import FORMATS, FrameFormat, FrameHeader
+
+logger = logging.getLogger(__name__)
+
+EncodeKey = tuple[FrameFormat, int, int, int]  # format, quality, width, height
+
+
+@dataclass(slots=True, eq=False)
+class Frame:
+    """One painted frame, copied out of the page's reused buffer (BGRA, tightly packed)."""
+
+    sequence: int
+    width: int
+    height: int
+    captured_ns: int  # Unix time
+    data: bytes
+    encoded: dict[EncodeKey, asyncio.Future[bytes]] = field(default_factory=dict)
+
+    def array(self) -> np.ndarray:
+        return np.frombuffer(self.data, np.uint8).reshape(self.height, self.width, 4)
+
+
+def _resize(arr: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Nearest-neighbour resize: cheap, and good enough for a live view."""
+    h, w = arr.shape[:2]
+    ys = (np.arange(height) * h // height).astype(np.intp)
+    xs = (np.arange(width) * w // width).astype(np.intp)
+    return arr[ys][:, xs]
+
+
+def _encode_raw(frame: Frame, quality: int, width: int, height: int) -> bytes:
+    return _resize(frame.array(), width, height).tobytes()
+
+
+def _encode_jpeg(frame: Frame, quality: int, width: int, height: int) -> bytes:
+    arr = frame.array()
+    if (width, height) != (frame.width, frame.height):
+        arr = _resize(arr, width, height)
+    return simplejpeg.encode_jpeg(arr, quality=quality, colorspace="BGRA",
+                                  colorsubsampling="420")
+
+
+ENCODERS: dict[FrameFormat, Callable[[Frame, int, int, int], bytes]] = {
+    FrameFormat.RAW: _encode_raw,
+    FrameFormat.JPEG: _encode_jpeg,
+}
+
+
+def _wall_ns(captured_ns: int | None) -> int:
+    """The capture time as Unix ns; a monotonic stamp (small number) is converted."""
+    if not captured_ns:
+        return time.time_ns()
+    if captured_ns < 10**18:  # monotonic clock: seconds since boot, not since 1970
+        return captured_ns + (time.time_ns() - time.monotonic_ns())
+    return captured_ns
+
+
+class Broadcaster:
+    """Newest-frame holder for one page; viewers pull from it, it never queues."""
+
+    def __init__(self, page: Any, *, name: str = "") -> None:
+        self.page = page
+        self.latest: Frame | None = None
+        self.sequence = 0
+        self.closed = False
+        self._viewers = 0
+        self._waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._paint_id: Any = None
+        self._closed_id: Any = None
+        self._log = logging.LoggerAdapter(logger, {"page": name})
+
+    @property
+    def viewers(self) -> int:
+        return self._viewers
+
+    def _attach(self) -> None:
+        self._paint_id = self.page.on("paint", self._on_paint)
+        self._closed_id = self.page.on("closed", self._on_closed)
+
+    def _detach(self) -> None:
+        for cb_id in (self._paint_id, self._closed_id):
+            if cb_id is not None:
+                self.page.off(cb_id)
+        self._paint_id = self._closed_id = None
+
+    def _on_paint(self, paint: Any) -> None:
+        width, height = paint.width, paint.height
+        data = bytes(paint.frame.data[: width * height * 4])
+        self.sequence += 1
+        self.latest = Frame(self.sequence, width, height,
+                            _wall_ns(getattr(paint, "captured_ns", None)), data)
+        self._wake()
+
+    def _on_closed(self, *_: Any) -> None:
+        self.close()
+
+    def _wake(self) -> None:
+        waiter, self._waiter = self._waiter, asyncio.get_running_loop().create_future()
+        if not waiter.done():
+            waiter.set_result(None)
+
+    def close(self) -> None:
+        """Ends every viewer's stream (the page or the lease is gone)."""
+        if not self.closed:
+            self.closed = True
+            self._detach()
+            self._wake()
+
+    async def next_frame(self, after: int) -> Frame | None:
+        """The newest frame with a sequence above `after`; None once closed."""
+        while not self.closed:
+            if self.latest is not None and self.latest.sequence > after:
+                return self.latest
+            await asyncio.shield(self._waiter)
+        return None
+
+    async def payload(self, frame: Frame, key: EncodeKey) -> bytes:
+        """The frame encoded for `key`: once per frame and key, in a worker thread."""
+        fmt, quality, width, height = key
+        if fmt is FrameFormat.RAW and (width, height) == (frame.width, frame.height):
+            return frame.data
+        fut = frame.encoded.get(key)
+        if fut is None:
+            loop = asyncio.get_running_loop()
+            fut = loop.run_in_executor(None, ENCODERS[fmt], frame, quality, width, height)
+            frame.encoded[key] = fut
+        return await asyncio.shield(fut)
+
+
+class Broadcasters:
+    """One broadcaster per watched page, attached while it has viewers."""
+
+    def __init__(self) -> None:
+        self._by_key: dict[str, Broadcaster] = {}
+
+    def get(self, key: str) -> Broadcaster | None:
+        return self._by_key.get(key)
+
+    @contextlib.asynccontextmanager
+    async def watch(self, key: str, page: Any) -> AsyncIterator[Broadcaster]:
+        bc = self._by_key.get(key)
+        if bc is None or bc.page is not page or bc.closed:
+            bc = Broadcaster(page, name=key[:8])
+            bc._attach()
+            self._by_key[key] = bc
+        bc._viewers += 1
+        try:
+            yield bc
+        finally:
+            bc._viewers -= 1
+            if bc._viewers == 0:
+                bc.close()
+                if self._by_key.get(key) is bc:
+                    del self._by_key[key]
+
+    def close_all(self) -> None:
+        for bc in self._by_key.values():
+            bc.close()
+        self._by_key.clear()
+
+
+# ---- what one viewer asked for ---------------------------------------------------------------
+
+_QUERY_KEYS = frozenset({"format", "quality", "fps", "scale", "max_width", "token"})
+
+
+@dataclass(frozen=True, slots=True)
+class FrameOptions:
+    """The query of a frames WebSocket, validated. `fps` 0 means the page's own rate."""
+
+    format: FrameFormat = FrameFormat.JPEG
+    quality: int = 80
+    fps: float = 0.0
+    scale: float = 1.0
+    max_width: int = 0
+
+    @classmethod
+    def parse(cls, query: Any) -> FrameOptions:
+        """From a query mapping; raises InvalidArgument naming the bad parameter."""
+        def bad(name: str, why: str) -> InvalidArgument:
+            return InvalidArgument(f"query parameter {name!r} {why}")
+
+        unknown = sorted(set(query) - _QUERY_KEYS)
+        if unknown:
+            raise bad(unknown[0], "is not one of " + ", ".join(sorted(_QUERY_KEYS - {"token"})))
+
+        def number(name: str, kind: type, lo: float, hi: float, default: Any) -> Any:
+            raw = query.get(name)
+            if raw is None:
+                return default
+            try:
+                value = kind(raw)
+            except ValueError:
+                raise bad(name, f"must be a{'n integer' if kind is int else ' number'}, "
+                                f"got {raw!r}") from None
+            if not lo <= value <= hi or value != value:
+                raise bad(name, f"must be in {lo}..{hi}, got {raw!r}")
+            return value
+
+        fmt_name = query.get("format", "jpeg")
+        if fmt_name not in FORMATS:
+            raise bad("format", f"must be one of {', '.join(FORMATS)}, got {fmt_name!r}")
+        if "scale" in query and "max_width" in query:
+            raise bad("scale", "and 'max_width' cannot be used together")
+        return cls(
+            format=FORMATS[fmt_name],
+            quality=number("quality", int, 1, 100, 80),
+            fps=number("fps", float, 0.1, 240, 0.0),
+            scale=number("scale", float, 0.01, 1.0, 1.0),
+            max_width=number("max_width", int, 16, 16384, 0),
+        )
+
+    def size(self, width: int, height: int) -> tuple[int, int]:
+        """The size of the image this viewer receives for a frame of width x height."""
+        factor = self.scale
+        if self.max_width and width > self.max_width:
+            factor = self.max_width / width
+        if factor >= 1.0:
+            return width, height
+        return max(1, round(width * factor)), max(1, round(height * factor))
+
+    def key(self, frame: Frame) -> EncodeKey:
+        w, h = self.size(frame.width, frame.height)
+        return self.format, self.quality if self.format is FrameFormat.JPEG else 0, w, h
+
+
+@dataclass(slots=True)
+class ViewerStats:
+    sent: int = 0
+    skipped: int = 0
+
+
+async def send_frames(send: Callable[[bytes], Any], bc: Broadcaster, opts: FrameOptions, *,
+                      framerate: float, stats: ViewerStats,
+                      on_sent: Callable[[], None] | None = None) -> None:
+    """Sends `bc`'s newest frames through `send` until the broadcaster closes.
+
+    `send` awaits until the socket took the message, so a slow client simply finds a newer
+    frame waiting the next time round; the frames it never got are counted in `skipped`.
+    With `fps` below the page's framerate, frames arriving before the viewer's next slot are
+    skipped too (the newest one at the slot is sent).
+    """
+    loop = asyncio.get_running_loop()
+    interval = 1.0 / opts.fps if 0 < opts.fps < framerate else 0.0
+    slack = interval * 0.25  # a paint a little early still counts for this slot
+    next_due = 0.0
+    last = bc.latest.sequence - 1 if bc.latest is not None else 0  # latest goes out at once
+    while True:
+        frame = await bc.next_frame(last)
+        if frame is None:
+            return
+        if interval:
+            now = loop.time()
+            if now < next_due - slack:
+                await asyncio.sleep(next_due - now)
+                frame = bc.latest if not bc.closed else None
+                if frame is None:
+                    return
+            next_due = max(next_due + interval, loop.time() - interval)
+        if last and frame.sequence > last + 1:
+            stats.skipped += frame.sequence - last - 1
+        payload = await bc.payload(frame, opts.key(frame))
+        w, h = opts.size(frame.width, frame.height)
+        header = FrameHeader(opts.format, w, h, frame.sequence, frame.captured_ns,
+                             time.time_ns(), stats.skipped)
+        await send(header.pack() + payload)
+        stats.sent += 1
+        last = frame.sequence
+        if on_sent is not None:
+            on_sent()
