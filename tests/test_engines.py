@@ -1,0 +1,150 @@
+"""The engine table and the cef engine, driven through livekit.browser's own code.
+
+This machine has no CEF binaries (and no internet to fetch them), so the cef tests put a
+stand-in for the native `lkcef_python` module (tests/cef_standin/) where livekit.browser looks
+for the binaries. Everything else is real: livekit.browser's parent (proc.py) spawns its child
+(proc_main.py) with the spawn start method, they talk over a real socketpair with its protocol
+(proto.py), and paints travel through real shared memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import get_args
+
+import numpy as np
+import pytest
+
+from lkpool import engines, errors
+from lkpool.config import Engine, Settings
+
+STANDIN = Path(__file__).parent / "cef_standin" / "lkcef_python.py"
+
+
+def _lkcef_shm() -> set[str]:
+    return {p.name for p in Path("/dev/shm").glob("lkcef_browser_*")}
+
+
+@pytest.fixture
+def no_cef(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty cache home: livekit.browser finds no CEF binaries."""
+    home = tmp_path / "cache"
+    home.mkdir()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def cef_standin(no_cef: Path):
+    """The stand-in module where livekit.browser expects the CEF binaries, with the marker
+    its downloader leaves; yields that folder. Fails the test if livekit.browser's shared
+    memory or cache folders outlive it (the shared leak check only knows lkpool's names)."""
+    from livekit.browser import __version__
+    from livekit.browser.download import _detect_platform
+
+    res = no_cef / "livekit" / "browser" / __version__ / _detect_platform()
+    res.mkdir(parents=True)
+    (res / ".downloaded").touch()
+    shutil.copy(STANDIN, res)
+    shm_before = _lkcef_shm()
+    caches_before = set(Path("/tmp").glob("lkcef_cache_*"))
+    yield res
+    assert _lkcef_shm() - shm_before == set(), "livekit.browser shared memory left behind"
+    assert set(Path("/tmp").glob("lkcef_cache_*")) - caches_before == set()
+
+
+def cef_settings(settings: Settings) -> Settings:
+    return settings.replace(engine="cef", start_timeout=20.0, request_timeout=5.0)
+
+
+async def next_paint(page, predicate, timeout: float = 10.0):
+    """The first paint whose BGRA pixel at (0, 0) satisfies `predicate`, copied."""
+    fut = asyncio.get_running_loop().create_future()
+
+    def on_paint(data):
+        px = tuple(np.frombuffer(data.frame.data, np.uint8, count=4))
+        if not fut.done() and predicate(px):
+            fut.set_result((px, data.width, data.height))
+
+    cb = page.on("paint", on_paint)
+    try:
+        return await asyncio.wait_for(fut, timeout)
+    finally:
+        page.off(cb)
+
+
+def read_inputs(res: Path) -> list[list]:
+    log = res / "input.jsonl"
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def test_engine_table_matches_the_settings_choices():
+    """Every ENGINE value Settings accepts has an entry in the table, and nothing else."""
+    assert set(engines.ENGINES) == set(get_args(Engine)) == set(engines.CHECKS)
+
+
+def test_cef_without_binaries_fails_at_start_up_naming_the_script(no_cef, settings):
+    """ENGINE=cef with no binaries raises EngineError that says to run download_cef.py."""
+    with pytest.raises(errors.EngineError, match=r"scripts/download_cef\.py"):
+        engines.check(cef_settings(settings))
+    with pytest.raises(errors.EngineError, match="binaries are missing"):
+        engines.create_context(cef_settings(settings))
+
+
+async def test_cef_engine_paints_navigates_and_takes_input(cef_standin, settings):
+    """Through engines.create_context: livekit.browser's child paints a known colour into
+    shared memory, navigation and input cross the socket, and aclose leaves nothing."""
+    ctx = engines.create_context(cef_settings(settings))
+    closed = []
+    ctx.on("closed", closed.append)
+    await ctx.initialize()
+    assert ctx.alive and ctx.remote_debugging_port > 0 and ctx.pid
+    await ctx.ping()
+    page = await ctx.new_page(url="about:blank#ff0000", width=160, height=120, framerate=30)
+    px, w, h = await next_paint(page, lambda px: True)
+    assert (px, w, h) == ((0, 0, 255, 255), 160, 120)  # red in BGRA
+
+    urls = []
+    page.on("url_changed", urls.append)
+    await page.navigate("about:blank#00ff00")
+    px, _, _ = await next_paint(page, lambda px: px == (0, 255, 0, 255))
+    assert urls == ["about:blank#00ff00"] and page.url == "about:blank#00ff00"
+
+    await page.click(5, 6, button="right")
+    await page.type("a")
+    await ctx.ping()  # the socket is ordered: input sent before now has been handled soon
+    for _ in range(50):
+        if len(read_inputs(cef_standin)) >= 5:
+            break
+        await asyncio.sleep(0.1)
+    inputs = read_inputs(cef_standin)
+    assert inputs[:3] == [["mouse_move", 5, 6, False], ["mouse_click", 5, 6, 2, False, 1],
+                          ["mouse_click", 5, 6, 2, True, 1]]
+    assert ["key", 3, 0, 65, 0, ord("a")] in inputs  # the CHAR event that types 'a'
+
+    with pytest.raises(errors.PageError, match="cannot resize"):
+        await page.resize(320, 240)
+
+    await ctx.aclose()
+    await ctx.aclose()  # idempotent
+    assert not ctx.alive and ctx.closed_reason == "closed" and closed == ["closed"]
+    assert page.closed
+    with pytest.raises(errors.ClosedError):
+        await page.navigate("about:blank")
+
+
+async def test_cef_child_death_ends_the_instance_as_crashed(cef_standin, settings):
+    """Killing livekit.browser's child emits closed("crashed"); ping fails; aclose cleans up."""
+    ctx = engines.create_context(cef_settings(settings))
+    await ctx.initialize()
+    page = await ctx.new_page(url="about:blank", width=64, height=64, framerate=10)
+    os.kill(ctx.pid, 9)
+    assert await ctx.wait_closed(timeout=10) == "crashed"
+    assert page.closed and page.close_reason == "crashed"
+    with pytest.raises(errors.InstanceCrashed):
+        await ctx.ping()
+    await ctx.aclose()
