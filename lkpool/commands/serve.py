@@ -1,0 +1,104 @@
+"""`lkpool serve`: the pool with its REST API and DevTools proxy, until SIGTERM or SIGINT.
+
+Every setting is a flag generated from `lkpool.config.fields()` (`--num-warm 2` sets
+NUM_WARM); a flag beats the environment, which beats the default. A bad value exits with
+status 2 and the message of its `ConfigError`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from ..config import ConfigError, Settings, env_name, fields, parse
+
+logger = logging.getLogger("lkpool.serve")
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# settings whose value --help must not print
+SECRETS = frozenset({"token", "livekit_api_key", "livekit_api_secret"})
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("settings (each also read from its environment "
+                                      "variable)")
+    for f in fields():
+        env = env_name(f)
+        current = os.environ.get(env)
+        if current is not None:
+            shown = f"${env}=" + ("(set)" if f.name in SECRETS else repr(current))
+        else:
+            shown = repr(f.default)
+        help_text = f"{f.metadata['help']} [env {env}; default {shown}]"
+        group.add_argument("--" + f.name.replace("_", "-"), dest=f.name, metavar=env,
+                           default=None, help=help_text.replace("%", "%%"))
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """Settings from the environment, overridden by the flags given."""
+    overrides = {f.name: parse(f, getattr(args, f.name)) for f in fields()
+                 if getattr(args, f.name, None) is not None}
+    return Settings.from_env(**overrides)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        settings = settings_from(args)
+        level = logging.getLevelName(settings.log_level.upper())
+        if not isinstance(level, int):
+            raise ConfigError(f"LOG_LEVEL={settings.log_level!r} is not a logging level")
+    except ConfigError as exc:
+        print(f"lkpool serve: error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        asyncio.run(serve(settings))
+    except OSError as exc:  # the port is taken, the address is not ours...
+        logger.error("cannot serve on %s:%s: %s", settings.host, settings.port, exc)
+        return 1
+    return 0
+
+
+async def serve(settings: Settings) -> None:
+    from aiohttp import web
+
+    from ..server.app import create_app
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, _on_signal, sig, stop)
+    # shutdown_timeout bounds how long open requests may take to finish
+    runner = web.AppRunner(create_app(settings), access_log=None, handle_signals=False,
+                           shutdown_timeout=5.0)
+    await runner.setup()  # starts the pool (cleanup_ctx)
+    try:
+        site = web.TCPSite(runner, settings.host, settings.port)
+        await site.start()
+        for host, port, *_ in runner.addresses:
+            logger.info("lkpool listening on http://%s:%s", host, port)
+        await stop.wait()
+    finally:
+        # Shutdown, in order (aiohttp's runner.cleanup does steps 1-3, our cleanup_ctx 4-5):
+        # 1. stop accepting connections; 2. proxied WebSockets closed with 1001;
+        # 3. open requests drained within shutdown_timeout, then cancelled;
+        # 4. the proxy's HTTP client closed; 5. the pool closed: every lease ended, every
+        #    instance stopped, its shared memory unlinked and its profile removed.
+        logger.info("stopping")
+        await runner.cleanup()
+        for sig in STOP_SIGNALS:
+            loop.remove_signal_handler(sig)
+        logger.info("stopped")
+
+
+def _on_signal(sig: signal.Signals, stop: asyncio.Event) -> None:
+    if stop.is_set():
+        logger.warning("%s again: already stopping", sig.name)
+        return
+    logger.info("%s: stopping", sig.name)
+    stop.set()

@@ -1,0 +1,133 @@
+"""What happens to an instance when its lease ends: replaced (the default) or reused after a
+reset (opt-in, the object-pool model: `MAX_REUSABLE` uses, `EXPIRES` seconds of age, and a
+`check_invalid(stats)` hook that can veto reuse).
+
+Reuse is off by default because a reset is best effort: a fresh `--user-data-dir` is the only
+way to be sure nothing of one session reaches the next.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import psutil
+
+from .config import Settings
+
+logger = logging.getLogger(__name__)
+
+CheckInvalid = Callable[[dict[str, Any]], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class ReusePolicy:
+    """Decides, from an instance's stats, whether it may serve another lease."""
+
+    max_reusable: int = 0
+    expires: float = 0.0
+    check_invalid: CheckInvalid | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, check_invalid: CheckInvalid | None = None
+                      ) -> ReusePolicy:
+        return cls(settings.max_reusable, settings.expires, check_invalid)
+
+    def expired(self, stats: dict[str, Any]) -> bool:
+        return self.expires > 0 and stats["age"] >= self.expires
+
+    def allows(self, stats: dict[str, Any]) -> bool:
+        """True when an instance with these stats may be reset and handed out again."""
+        if self.max_reusable <= 0 or stats["count"] >= self.max_reusable or self.expired(stats):
+            return False
+        if self.check_invalid is not None:
+            try:
+                return not self.check_invalid(dict(stats))
+            except Exception:
+                logger.exception("check_invalid raised: the instance is replaced")
+                return False
+        return True
+
+
+def origin_of(url: str) -> str | None:
+    parts = urlsplit(url)
+    if parts.scheme in ("http", "https") and parts.netloc:
+        return f"{parts.scheme}://{parts.netloc}"
+    return None
+
+
+async def reset_browser(port: int, origins: set[str], timeout: float) -> None:
+    """Clears what a session left in a browser through its browser-level CDP endpoint, once
+    the primary page shows about:blank: other tabs closed, cookies cleared, and the storage
+    of every origin seen cleared."""
+    ids = itertools.count(1)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as http:
+        async with http.get(f"http://127.0.0.1:{port}/json/version") as resp:
+            version = await resp.json(content_type=None)
+        path = urlsplit(version["webSocketDebuggerUrl"]).path
+        async with http.ws_connect(f"ws://127.0.0.1:{port}{path}", max_msg_size=0) as ws:
+
+            async def call(method: str, **params: Any) -> dict[str, Any]:
+                msg_id = next(ids)
+                await ws.send_str(json.dumps({"id": msg_id, "method": method, "params": params}))
+                while True:
+                    msg = await ws.receive_json()
+                    if msg.get("id") == msg_id:
+                        return msg.get("result", {})
+
+            targets = (await call("Target.getTargets"))["targetInfos"]
+            for t in targets:
+                if t.get("type") != "page":
+                    continue
+                if (origin := origin_of(t.get("url", ""))) is not None:
+                    origins.add(origin)
+                if t.get("url") != "about:blank":
+                    await call("Target.closeTarget", targetId=t["targetId"])
+            await call("Storage.clearCookies")
+            for origin in sorted(origins):
+                await call("Storage.clearDataForOrigin", origin=origin, storageTypes="all")
+
+
+def stats(*, count: int, created: float, last_used: float) -> dict[str, Any]:
+    """The object-pool stats handed to `check_invalid`: uses, age and last use."""
+    now = time.monotonic()
+    return {"count": count, "age": now - created, "last_used": last_used,
+            "new": count == 0}
+
+
+def purge_leftovers(base_dir: str, prefix: str) -> list[str]:
+    """Removes profile folders (named `prefix`...) that an earlier run left under `base_dir`
+    when it died, and Chromium's `Singleton*` lock files there. A folder that a running
+    process still names on its command line belongs to a live instance and is kept."""
+    base = Path(base_dir)
+    if not base.is_dir():
+        return []
+    in_use = _profiles_in_use()
+    removed = []
+    for entry in base.iterdir():
+        if entry.name.startswith("Singleton"):
+            entry.unlink(missing_ok=True)
+        elif (entry.name.startswith(prefix) and entry.is_dir() and not entry.is_symlink()
+              and str(entry) not in in_use):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(str(entry))
+    return removed
+
+
+def _profiles_in_use() -> set[str]:
+    found = set()
+    for proc in psutil.process_iter(["cmdline"]):
+        for arg in proc.info.get("cmdline") or ():
+            if arg.startswith("--user-data-dir="):
+                found.add(os.path.normpath(arg.split("=", 1)[1]))
+    return found

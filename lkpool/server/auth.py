@@ -1,0 +1,42 @@
+"""TOKEN auth: when `TOKEN` is set, every endpoint but `/session/{id}/...` needs it.
+
+Under `/session/{id}/` the unguessable session id is the capability (a Playwright or
+Puppeteer client cannot add headers to the URLs the proxy hands back). The check is made on
+the route that matched, not on the raw path, so no path trick moves a request across.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from .appkeys import SETTINGS
+
+SESSION_PREFIX = "/session/{session_id}"
+
+
+def is_session_route(request: web.Request) -> bool:
+    route = request.match_info.route
+    resource = route.resource if route is not None else None
+    return resource is not None and resource.canonical.startswith(SESSION_PREFIX)
+
+
+def presented_token(request: web.Request) -> str:
+    auth = request.headers.get("Authorization", "")
+    scheme, _, value = auth.partition(" ")
+    if scheme.lower() == "bearer" and value:
+        return value.strip()
+    return request.query.get("token", "")
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    token = request.app[SETTINGS].token
+    if token and not is_session_route(request):
+        if not hmac.compare_digest(presented_token(request).encode(), token.encode()):
+            raise web.HTTPUnauthorized(text="a valid token is needed (?token= or "
+                                            "Authorization: Bearer)",
+                                       headers={"WWW-Authenticate": "Bearer"})
+    return await handler(request)

@@ -1,0 +1,88 @@
+"""GET /openapi.json: the REST API described for clients and for schemathesis."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from ..config import MAX_FRAMERATE, MAX_HEIGHT, MAX_WIDTH
+
+_ERROR = {"type": "object", "required": ["error", "detail"],
+          "properties": {"error": {"type": "string"}, "detail": {"type": "string"}}}
+_LEASE = {"type": "object", "properties": {
+    "session_id": {"type": ["string", "null"]}, "debugging_port": {"type": "integer"},
+    "active": {"type": "boolean"}, "last_used": {"type": "number"},
+    "timeout": {"type": "number"}, "end_reason": {"type": ["string", "null"]}}}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    return {str(s): {"description": "error", "content": {
+        "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+        for s in statuses}
+
+
+def _ok(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"200": {"description": "ok", "content": {"application/json": {"schema": schema}}}}
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema,
+            "description": description}
+
+
+_TIMEOUT = _query("timeout", {"type": "number", "minimum": 1}, "lease length in seconds")
+_SESSION = {"name": "session_id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+SPEC: dict[str, Any] = {
+    "openapi": "3.0.3",
+    "info": {"title": "lkpool", "version": "0.1.0",
+             "description": "A pool of Chromium instances; chrome-pool compatible API."},
+    "components": {
+        "schemas": {"Error": _ERROR, "Lease": _LEASE},
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+    },
+    "paths": {
+        "/browser": {"post": {
+            "summary": "allocate a browser",
+            "parameters": [
+                _TIMEOUT,
+                _query("url", {"type": "string"}, "page to open"),
+                _query("width", {"type": "integer", "minimum": 1, "maximum": MAX_WIDTH}, ""),
+                _query("height", {"type": "integer", "minimum": 1, "maximum": MAX_HEIGHT}, ""),
+                _query("framerate", {"type": "integer", "minimum": 1,
+                                     "maximum": MAX_FRAMERATE}, ""),
+            ],
+            "responses": _ok({"type": "object", "required": ["session_id", "proxy_url",
+                                                            "ws_url", "debugging_port",
+                                                            "expires_at"]})
+            | _errors(400, 401, 413, 503),
+        }},
+        "/browser/{session_id}": {
+            "parameters": [_SESSION],
+            "get": {"summary": "one lease", "responses": _ok(_LEASE) | _errors(401, 404)},
+            "delete": {"summary": "release", "responses": _ok({"type": "object"})
+                       | _errors(401, 404)},
+        },
+        "/browser/{session_id}/timeout": {
+            "parameters": [_SESSION],
+            "post": {"summary": "extend a lease", "parameters": [_TIMEOUT],
+                     "responses": _ok({"type": "object"}) | _errors(400, 401, 404)},
+        },
+        "/browsers": {"get": {"summary": "list instances",
+                              "responses": _ok({"type": "array", "items": _LEASE})
+                              | _errors(401)}},
+        "/health": {"get": {"summary": "pool health",
+                            "responses": _ok({"type": "object"}) | _errors(401, 503)}},
+        "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
+            "200": {"description": "text format"}} | _errors(401)}},
+    },
+}
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(SPEC)
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get("/openapi.json", openapi)

@@ -1,0 +1,182 @@
+"""The REST API, chrome-pool compatible: /browser, /browsers, /health, /metrics.
+
+    POST   /browser?timeout=S            allocate (also url, width, height, framerate; query
+                                         or JSON body) -> session_id, proxy_url, ws_url, ...
+    GET    /browser/{session_id}         one lease, also a recently ended one (end_reason)
+    DELETE /browser/{session_id}         release
+    POST   /browser/{session_id}/timeout?timeout=S   extend by S seconds
+    GET    /browsers                     every instance, and leases that ended crashed
+    GET    /health, GET /metrics
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from ..config import MAX_FRAMERATE, MAX_HEIGHT, MAX_WIDTH
+from ..errors import InvalidArgument, UnknownSession
+from ..pool import EndReason, Lease, Pool, State
+from .appkeys import METRICS, POOL, SETTINGS
+from .metrics import CONTENT_TYPE
+from .urls import public_host, session_urls
+
+routes = web.RouteTableDef()
+
+URL_SCHEMES = frozenset({"http", "https", "about", "data"})
+MAX_URL_LENGTH = 8192
+
+
+def _number(params: dict[str, Any], name: str, kind: type, lo: float, hi: float) -> Any:
+    """`params[name]` as `kind` in lo..hi, None when absent; 400 naming it otherwise."""
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return None
+    what = "an integer" if kind is int else "a number"
+    try:
+        if isinstance(raw, bool):
+            raise ValueError
+        value = float(raw)
+        if kind is int and not value.is_integer():
+            raise ValueError
+    except (TypeError, ValueError):
+        raise InvalidArgument(f"{name} must be {what} in {lo:g}..{hi:g}, got {raw!r}") from None
+    if not lo <= value <= hi:  # also false for nan
+        raise InvalidArgument(f"{name} must be {what} in {lo:g}..{hi:g}, got {raw!r}")
+    return kind(value)
+
+
+def _url(params: dict[str, Any]) -> str | None:
+    url = params.get("url")
+    if url is None or url == "":
+        return None
+    if not isinstance(url, str) or len(url) > MAX_URL_LENGTH:
+        raise InvalidArgument(f"url must be a string of at most {MAX_URL_LENGTH} characters")
+    if urlsplit(url).scheme.lower() not in URL_SCHEMES:
+        raise InvalidArgument(f"url must use one of {', '.join(sorted(URL_SCHEMES))}: {url!r}")
+    return url
+
+
+async def _params(request: web.Request) -> dict[str, Any]:
+    """Query parameters, overridden by a JSON object body when there is one."""
+    params: dict[str, Any] = dict(request.query)
+    body = await request.read()  # client_max_size turns a huge body into 413 here
+    if body.strip():
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InvalidArgument(f"the body is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise InvalidArgument("the body must be a JSON object")
+        params.update(data)
+    return params
+
+
+def _timeout(request: web.Request, params: dict[str, Any]) -> float | None:
+    return _number(params, "timeout", float, 1, request.app[SETTINGS].max_lease_timeout)
+
+
+def lease_json(lease: Lease) -> dict[str, Any]:
+    return {"session_id": lease.session_id, "debugging_port": lease.debugging_port,
+            "active": lease.active, "created_at": lease.created_at,
+            "expires_at": lease.expires_at, "last_used": lease.last_used,
+            "timeout": round(lease.remaining, 3), "end_reason": lease.end_reason}
+
+
+def _lookup(pool: Pool, session_id: str) -> Lease:
+    """An active or recently ended lease; 404 otherwise."""
+    try:
+        return pool.get(session_id)
+    except UnknownSession:
+        ended = pool.ended(session_id)
+        if ended is None:
+            raise
+        return ended
+
+
+@routes.post("/browser")
+async def allocate(request: web.Request) -> web.Response:
+    params = await _params(request)
+    timeout = _timeout(request, params)
+    options = {
+        "url": _url(params),
+        "width": _number(params, "width", int, 1, MAX_WIDTH),
+        "height": _number(params, "height", int, 1, MAX_HEIGHT),
+        "framerate": _number(params, "framerate", int, 1, MAX_FRAMERATE),
+    }
+    public_host(request)  # an unusable Host fails before an instance is taken
+    lease = await request.app[POOL].acquire(timeout, **options)
+    proxy_url, ws_url = session_urls(request, lease.session_id)
+    return web.json_response({
+        "session_id": lease.session_id, "proxy_url": proxy_url, "ws_url": ws_url,
+        "debugging_port": lease.debugging_port, "expires_at": lease.expires_at,
+        "timeout": round(lease.remaining, 3),
+    })
+
+
+@routes.get("/browser/{session_id}")
+async def describe(request: web.Request) -> web.Response:
+    return web.json_response(lease_json(_lookup(request.app[POOL],
+                                                 request.match_info["session_id"])))
+
+
+@routes.delete("/browser/{session_id}")
+async def release(request: web.Request) -> web.Response:
+    pool = request.app[POOL]
+    lease = _lookup(pool, request.match_info["session_id"])
+    released = lease.active
+    if released:
+        await pool.release(lease.session_id, EndReason.RELEASED)
+    return web.json_response({"session_id": lease.session_id, "released": released,
+                              "end_reason": lease.end_reason})
+
+
+@routes.post("/browser/{session_id}/timeout")
+async def extend(request: web.Request) -> web.Response:
+    pool = request.app[POOL]
+    session_id = request.match_info["session_id"]
+    pool.get(session_id)  # 404 before 400: an unknown session is the bigger news
+    params = await _params(request)
+    seconds = _timeout(request, params)
+    lease = pool.extend(session_id, request.app[SETTINGS].lease_timeout
+                        if seconds is None else seconds)
+    return web.json_response({"session_id": lease.session_id, "expires_at": lease.expires_at,
+                              "timeout": round(lease.remaining, 3)})
+
+
+@routes.get("/browsers")
+async def browsers(request: web.Request) -> web.Response:
+    pool = request.app[POOL]
+    out = []
+    for slot in pool.slots():
+        if slot.state in (State.IDLE, State.LEASED):
+            lease = slot.lease
+            entry = lease_json(lease) if lease else {
+                "session_id": None, "debugging_port": slot.debugging_port, "active": False,
+                "last_used": slot.last_used, "timeout": 0, "end_reason": None}
+            out.append(entry | {"state": slot.state.value})
+    out += [lease_json(lease) | {"state": State.DEAD.value} for lease in pool.ended_leases()
+            if lease.end_reason == EndReason.CRASHED]
+    return web.json_response(out)
+
+
+@routes.get("/health")
+async def health(request: web.Request) -> web.Response:
+    pool = request.app[POOL]
+    counts = pool.counts()
+    status = "closing" if pool.closed else "degraded" if counts["degraded"] else "ok"
+    return web.json_response({"status": status, "pool": counts},
+                             status=200 if status == "ok" else 503)
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[METRICS].render(),
+                        headers={"Content-Type": CONTENT_TYPE})
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_routes(routes)
