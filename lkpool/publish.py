@@ -1,0 +1,385 @@
+"""A page's frames and audio into a LiveKit room.
+
+    page ──paint──► PagePublisher ──capture_frame──► rtc.VideoSource ─► video_track (SCREENSHARE)
+         ──audio──► AudioRing ──one task──────────► rtc.AudioSource ─► audio_track
+         ──cursor_changed / url_changed──► data topic "<prefix>.events"
+    room ──data "<prefix>.input" from allowed identities──► lkpool.server.inputs ──► page
+
+Why it is shaped this way:
+- A paint frame is valid only inside the callback, so it is captured there, and its dirty
+  rectangles are copied into one buffer of our own: a static page's last frame can then be
+  sent again at the track's framerate by one timer task (WebRTC encoders and late joiners
+  want a steady stream). The buffer is reallocated only when the page's size changes; the
+  same VideoSource takes frames of any size, so a resize needs no new track.
+- Audio arrives in packets on the event loop. A task per packet or a fresh frame per packet
+  would cost more than the audio itself, so packets go into a fixed ring and one consumer
+  task hands 10 ms at a time to `AudioSource.capture_frame` from one preallocated AudioFrame.
+- Input from the room is untrusted: only identities the caller allows may send it (none by
+  default), and it goes through the same validation as the server's input API, in order,
+  through one task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import itertools
+import json
+import logging
+import time
+from collections.abc import Callable, Collection
+from typing import Any
+
+import numpy as np
+from livekit import rtc
+
+from .errors import ClosedError, InvalidArgument
+from .events import EventEmitter
+
+SAMPLE_RATE = 48000
+CHANNELS = 2
+CHUNK = SAMPLE_RATE // 100  # samples per channel in one 10 ms frame
+RING_MS = 400  # audio buffered before the oldest is dropped
+AUDIO_QUEUE_MS = 200  # AudioSource's own queue: bounds the added latency
+MAX_INPUT_BYTES = 16 << 10
+QUEUE_SIZE = 256
+VIDEO_TRACK = "lkpool-page"
+AUDIO_TRACK = "lkpool-page-audio"
+
+Allowed = None | Collection[str] | Callable[[str], bool]
+_ids = itertools.count(1)
+
+
+class State(enum.Enum):
+    NEW = "new"
+    STARTED = "started"
+    PUBLISHED = "published"
+    CLOSED = "closed"
+
+
+def _allow(allowed: Allowed) -> Callable[[str], bool]:
+    """None: nobody may send input; a collection: those identities; a callable: it decides."""
+    if allowed is None:
+        return lambda identity: False
+    if callable(allowed):
+        return allowed
+    if isinstance(allowed, str):
+        raise InvalidArgument("allowed_identities must be a collection of identities, not a str")
+    members = frozenset(allowed)
+    return members.__contains__
+
+
+class AudioRing:
+    """A fixed ring of interleaved int16 samples; when full, the oldest are overwritten."""
+
+    def __init__(self, frames: int, channels: int = CHANNELS) -> None:
+        self.channels = channels
+        self._buf = np.zeros(frames * channels, np.int16)
+        self._read = 0  # absolute sample counters; positions are taken modulo the size
+        self._write = 0
+        self.overruns = 0
+
+    @property
+    def available(self) -> int:
+        """Whole frames (samples per channel) ready to read."""
+        return (self._write - self._read) // self.channels
+
+    def write(self, samples: np.ndarray) -> None:
+        size = len(self._buf)
+        if len(samples) > size:
+            samples = samples[-size:]
+        start = self._write % size
+        first = min(len(samples), size - start)
+        self._buf[start:start + first] = samples[:first]
+        self._buf[:len(samples) - first] = samples[first:]
+        self._write += len(samples)
+        if self._write - self._read > size:
+            self.overruns += 1
+            self._read = self._write - size
+
+    def read_into(self, out: np.ndarray) -> bool:
+        """Fills all of `out` (interleaved) when that much is buffered; False otherwise."""
+        if self._write - self._read < len(out):
+            return False
+        size = len(self._buf)
+        start = self._read % size
+        first = min(len(out), size - start)
+        out[:first] = self._buf[start:start + first]
+        out[first:] = self._buf[:len(out) - first]
+        self._read += len(out)
+        return True
+
+
+class PagePublisher(EventEmitter[str]):
+    """Publishes one page into a LiveKit room; emits "closed" once when it stops.
+
+        async with PagePublisher(page, allowed_identities={"alice"}) as pub:
+            await pub.publish(room)
+            ...
+    """
+
+    def __init__(self, page: Any, *, framerate: int | None = None,
+                 data_topic_prefix: str = "lkpool", allowed_identities: Allowed = None) -> None:
+        super().__init__()
+        self.page = page
+        self.framerate = int(framerate or page.framerate)
+        if not 1 <= self.framerate <= 120:
+            raise InvalidArgument(f"framerate must be in 1..120, got {framerate!r}")
+        self.events_topic = f"{data_topic_prefix}.events"
+        self.input_topic = f"{data_topic_prefix}.input"
+        self._allowed = _allow(allowed_identities)
+        self.state = State.NEW
+        self.room: rtc.Room | None = None
+        self.video_source: rtc.VideoSource | None = None
+        self.audio_source: rtc.AudioSource | None = None
+        self.video_track: rtc.LocalVideoTrack | None = None
+        self.audio_track: rtc.LocalAudioTrack | None = None
+        self._publications: list[rtc.LocalTrackPublication] = []
+        # counters, for /metrics and tests
+        self.frames_sent = 0
+        self.frames_repeated = 0
+        self.audio_frames_sent = 0
+        self.inputs_applied = 0
+        self.inputs_rejected = 0
+        # video: our copy of the last frame, reallocated only on a size change
+        self._last: rtc.VideoFrame | None = None
+        self._last_px: np.ndarray | None = None
+        self._last_sent = 0.0
+        # audio: ring + one preallocated frame, filled in place
+        self._ring = AudioRing(SAMPLE_RATE * RING_MS // 1000)
+        self._audio_frame = rtc.AudioFrame.create(SAMPLE_RATE, CHANNELS, CHUNK)
+        self._audio_out = np.frombuffer(self._audio_frame.data, np.int16)
+        self._audio_ready = asyncio.Event()
+        self._resampler: rtc.AudioResampler | None = None
+        self._resampler_rate = 0
+        self._outbox: asyncio.Queue[tuple[dict, list[str]]] = asyncio.Queue(QUEUE_SIZE)
+        self._inbox: asyncio.Queue[tuple[Any, str]] = asyncio.Queue(QUEUE_SIZE)
+        self._page_cbs: list[int] = []
+        self._tasks: list[asyncio.Task] = []
+        self.log = logging.getLogger(f"lkpool.publish.{next(_ids)}")
+
+    # ---- life cycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Creates the sources and tracks and starts feeding them from the page."""
+        if self.state is not State.NEW:
+            raise ClosedError(f"publisher already {self.state.value}")
+        if getattr(self.page, "closed", False):
+            raise ClosedError("the page is closed")
+        w, h = self.page.width, self.page.height
+        self.video_source = rtc.VideoSource(w, h, is_screencast=True)
+        self.audio_source = rtc.AudioSource(SAMPLE_RATE, CHANNELS, queue_size_ms=AUDIO_QUEUE_MS)
+        self.video_track = rtc.LocalVideoTrack.create_video_track(VIDEO_TRACK, self.video_source)
+        self.audio_track = rtc.LocalAudioTrack.create_audio_track(AUDIO_TRACK, self.audio_source)
+        on = self.page.on
+        self._page_cbs = [on("paint", self._on_paint), on("audio", self._on_audio),
+                           on("cursor_changed", self._on_cursor),
+                           on("url_changed", self._on_url), on("closed", self._on_page_closed)]
+        self.state = State.STARTED
+        for name, coro in (("repeat", self._repeat_loop()), ("audio", self._audio_loop()),
+                           ("input", self._input_loop())):
+            self._spawn(name, coro)
+
+    async def publish(self, room: rtc.Room) -> None:
+        """Publishes both tracks to a connected room and joins its data topics."""
+        if self.state is State.NEW:
+            await self.start()
+        if self.state is not State.STARTED:
+            raise ClosedError(f"publisher already {self.state.value}")
+        if not room.isconnected():
+            raise InvalidArgument("the room is not connected")
+        self.room = room
+        self.state = State.PUBLISHED
+        lp = room.local_participant
+        video_opts = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_SCREENSHARE)
+        video_opts.video_encoding.max_framerate = float(self.framerate)
+        video_opts.video_encoding.max_bitrate = 3_000_000
+        self._publications.append(await lp.publish_track(self.video_track, video_opts))
+        self._publications.append(await lp.publish_track(self.audio_track, rtc.TrackPublishOptions(
+            source=rtc.TrackSource.SOURCE_SCREENSHARE_AUDIO)))
+        room.on("data_received", self._on_data)
+        self._spawn("events", self._events_loop())
+        # late joiners and a fresh room learn the current state first
+        self._send({"type": "url_changed", "url": self.page.url})
+        self._send({"type": "cursor_changed", "cursor": self.page.cursor})
+        self.log.info("publishing page %s to room %s", self.page.id, room.name)
+
+    async def aclose(self) -> None:
+        """Stops feeding, unpublishes, releases the sources; idempotent."""
+        if self.state is State.CLOSED:
+            return
+        was_published = self.state is State.PUBLISHED
+        self.state = State.CLOSED
+        for cb_id in self._page_cbs:
+            self.page.off(cb_id)
+        self._page_cbs.clear()
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel(msg="publisher closing")
+        await asyncio.gather(*tasks, return_exceptions=True)
+        room = self.room
+        if was_published and room is not None:
+            room.off("data_received", self._on_data)
+            if room.isconnected():
+                for pub in self._publications:
+                    with contextlib.suppress(Exception):  # the room may be going away too
+                        await room.local_participant.unpublish_track(pub.sid)
+        self._publications.clear()
+        for source in (self.video_source, self.audio_source):
+            if source is not None:
+                await source.aclose()
+        self.emit("closed")
+
+    async def __aenter__(self) -> PagePublisher:
+        if self.state is State.NEW:
+            await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def _spawn(self, name: str, coro: Any) -> None:
+        task = asyncio.create_task(coro, name=f"{self.log.name}.{name}")
+        task.add_done_callback(self._task_done)
+        self._tasks.append(task)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self.log.error("task %s failed", task.get_name(), exc_info=task.exception())
+
+    def _on_page_closed(self, reason: str) -> None:
+        self.log.info("page closed (%s): stopping", reason)
+        self._spawn_detached(self.aclose())
+
+    def _spawn_detached(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        task.add_done_callback(self._task_done)
+
+    # ---- video --------------------------------------------------------------------------
+
+    def _on_paint(self, data: Any) -> None:
+        w, h = data.width, data.height
+        src = np.frombuffer(data.frame.data, np.uint8, count=w * h * 4).reshape(h, w, 4)
+        if self._last_px is None or self._last_px.shape[:2] != (h, w):
+            buf = bytearray(w * h * 4)
+            self._last = rtc.VideoFrame(w, h, rtc.VideoBufferType.BGRA, buf)
+            self._last_px = np.frombuffer(buf, np.uint8).reshape(h, w, 4)
+            rects: list = []
+        else:
+            rects = data.dirty_rects
+        if not rects:  # no rectangles means the whole frame
+            self._last_px[:] = src
+        for x, y, rw, rh in rects:
+            self._last_px[y:y + rh, x:x + rw] = src[y:y + rh, x:x + rw]
+        now = time.monotonic()
+        if now - self._last_sent >= 0.9 / self.framerate:  # faster paints wait for the timer
+            self.video_source.capture_frame(self._last)
+            self._last_sent = now
+            self.frames_sent += 1
+
+    async def _repeat_loop(self) -> None:
+        """Sends the last frame again whenever a frame interval passed without one."""
+        interval = 1.0 / self.framerate
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            if self._last is not None and now - self._last_sent >= interval:
+                self.video_source.capture_frame(self._last)
+                self._last_sent = now
+                self.frames_repeated += 1
+
+    # ---- audio --------------------------------------------------------------------------
+
+    def _on_audio(self, data: Any) -> None:
+        frame = data.frame
+        if frame.sample_rate != SAMPLE_RATE:
+            # rare (CEF may run at 44.1 kHz): the only path that allocates per packet
+            if self._resampler is None or self._resampler_rate != frame.sample_rate:
+                self._resampler = rtc.AudioResampler(frame.sample_rate, SAMPLE_RATE,
+                                                     num_channels=frame.num_channels)
+                self._resampler_rate = frame.sample_rate
+            frames = self._resampler.push(frame)
+        else:
+            frames = (frame,)
+        for f in frames:
+            samples = np.frombuffer(f.data, np.int16)
+            if f.num_channels == 1:
+                samples = np.repeat(samples, 2)
+            elif f.num_channels > CHANNELS:
+                samples = samples.reshape(-1, f.num_channels)[:, :CHANNELS].ravel()
+            self._ring.write(samples)
+        if self._ring.available >= CHUNK:
+            self._audio_ready.set()
+
+    async def _audio_loop(self) -> None:
+        while True:
+            await self._audio_ready.wait()
+            self._audio_ready.clear()
+            while self._ring.read_into(self._audio_out):
+                await self.audio_source.capture_frame(self._audio_frame)
+                self.audio_frames_sent += 1
+
+    # ---- data: events out, input in -----------------------------------------------------
+
+    def _on_cursor(self, cursor: str) -> None:
+        self._send({"type": "cursor_changed", "cursor": cursor})
+
+    def _on_url(self, url: str) -> None:
+        self._send({"type": "url_changed", "url": url})
+
+    def _send(self, message: dict, to: list[str] | None = None) -> None:
+        if self.state is not State.PUBLISHED:
+            return
+        try:
+            self._outbox.put_nowait((message, to or []))
+        except asyncio.QueueFull:
+            self.log.warning("data queue full: dropped %s", message.get("type"))
+
+    async def _events_loop(self) -> None:
+        lp = self.room.local_participant
+        while True:
+            message, to = await self._outbox.get()
+            try:
+                await lp.publish_data(json.dumps(message), topic=self.events_topic,
+                                      destination_identities=to)
+            except Exception as exc:  # a flaky room must not stop the publisher
+                self.log.warning("publish_data failed: %s", exc)
+
+    def _on_data(self, packet: rtc.DataPacket) -> None:
+        if packet.topic != self.input_topic:
+            return
+        identity = packet.participant.identity if packet.participant else ""
+        if not identity or not self._allowed(identity):
+            self.inputs_rejected += 1
+            self.log.debug("input from %r ignored: not allowed", identity)
+            return
+        if len(packet.data) > MAX_INPUT_BYTES:
+            self.inputs_rejected += 1
+            return
+        try:
+            self._inbox.put_nowait((packet.data, identity))
+        except asyncio.QueueFull:
+            self.inputs_rejected += 1
+
+    async def handle_input(self, raw: bytes | str | dict, identity: str = "") -> None:
+        """Validates and applies one input event (the server's input JSON); errors go back
+        to `identity` on the events topic."""
+        from .server import inputs
+        event: Any = raw
+        try:
+            if not isinstance(raw, dict):
+                event = json.loads(raw)
+            apply = inputs.parse(event, self.page)
+            await apply(self.page)
+            self.inputs_applied += 1
+        except Exception as exc:
+            self.inputs_rejected += 1
+            self.log.debug("input from %r failed: %s", identity, exc)
+            if identity:
+                self._send(inputs.error_message(exc, event), [identity])
+
+    async def _input_loop(self) -> None:
+        while True:
+            raw, identity = await self._inbox.get()
+            await self.handle_input(raw, identity)
