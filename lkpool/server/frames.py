@@ -49,7 +49,7 @@ def _resize(arr: np.ndarray, width: int, height: int) -> np.ndarray:
     h, w = arr.shape[:2]
     ys = (np.arange(height) * h // height).astype(np.intp)
     xs = (np.arange(width) * w // width).astype(np.intp)
-    return arr[ys][:, xs]
+    return np.ascontiguousarray(arr[ys][:, xs])
 
 
 def _encode_raw(frame: Frame, quality: int, width: int, height: int) -> bytes:

@@ -67,9 +67,9 @@ def test_encoders_scale_and_jpeg() -> None:
     raw = ENCODERS[FrameFormat.RAW](frame, 0, 160, 120)
     small = np.frombuffer(raw, np.uint8).reshape(120, 160, 4)
     assert (small[..., 0] == 200).all() and (small[..., 2] == 30).all()
-    jpeg = ENCODERS[FrameFormat.JPEG](frame, 90, 320, 240)
+    jpeg = ENCODERS[FrameFormat.JPEG](frame, 90, 160, 120)
     rgb = simplejpeg.decode_jpeg(jpeg)
-    assert rgb.shape == (240, 320, 3)
+    assert rgb.shape == (120, 160, 3)
     assert abs(int(rgb[100, 100, 2]) - 200) < 8 and abs(int(rgb[100, 100, 0]) - 30) < 8
 
 

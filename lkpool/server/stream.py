@@ -1,0 +1,229 @@
+"""/session/{id}/frames and /session/{id}/input: a lease's page over WebSockets.
+
+`setup(app)` registers the routes (and the live view's, from `view.py`). The pool comes from
+`appkeys.POOL`; the broadcasters (one per watched page, see `frames.py`) live under
+`BROADCASTERS`, a key of this module, created and closed by a cleanup context.
+
+Both sockets end when the lease ends (released, expired or crashed): the frames socket
+closes with 1001 and the reason; the input socket first sends `{"type":"closed","reason"}`.
+Streaming and input count as lease activity (`pool.touch`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from ..errors import LkpoolError, UnknownSession
+from . import appkeys, inputs, view
+from .frames import Broadcasters, FrameOptions, ViewerStats, send_frames
+
+logger = logging.getLogger(__name__)
+
+BROADCASTERS = web.AppKey("lkpool_broadcasters", Broadcasters)
+
+TOUCH_INTERVAL = 1.0  # seconds between pool.touch calls while a socket streams
+PAGE_EVENTS = ("url_changed", "title_changed", "cursor_changed")
+MAX_INPUT_MESSAGE = 64 * 1024
+
+
+def _pool(request: web.Request) -> Any:
+    return request.app[appkeys.POOL]
+
+
+def _lease(request: web.Request) -> Any:
+    """The live lease of the URL's session id; UnknownSession (404) otherwise."""
+    return _pool(request).get(request.match_info["session_id"])
+
+
+class _Toucher:
+    """Calls pool.touch at most once per TOUCH_INTERVAL: activity, not a per-frame cost."""
+
+    def __init__(self, pool: Any, session_id: str) -> None:
+        self._pool, self._sid, self._last = pool, session_id, 0.0
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if now - self._last >= TOUCH_INTERVAL:
+            self._last = now
+            with contextlib.suppress(UnknownSession):
+                self._pool.touch(self._sid)
+
+
+def _end_reason(lease: Any) -> str:
+    return lease.end_reason or ("closed" if getattr(lease.page, "closed", False) else "released")
+
+
+async def _lease_gone(lease: Any) -> str:
+    """Returns, with the end reason, once the lease has ended (released, expired, crashed)."""
+    return await lease.wait_ended()
+
+
+async def _first_done(*aws: Any) -> None:
+    """Runs the awaitables until the first one ends, then cancels the rest."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for t in done:
+            if not t.cancelled() and t.exception() is not None:
+                exc = t.exception()
+                if not isinstance(exc, ConnectionError | asyncio.CancelledError):
+                    logger.error("stream task failed", exc_info=exc)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _drain(ws: web.WebSocketResponse, on_message: Callable[[Any], Any] | None = None
+                 ) -> None:
+    """Reads the socket until the client closes it (aiohttp needs a reader for close)."""
+    async for msg in ws:
+        if msg.type is WSMsgType.TEXT and on_message is not None:
+            await on_message(msg.data)
+
+
+# ---- frames --------------------------------------------------------------------------------
+
+async def frames_ws(request: web.Request) -> web.WebSocketResponse:
+    lease = _lease(request)
+    opts = FrameOptions.parse(request.query)
+    pool = _pool(request)
+    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=MAX_INPUT_MESSAGE)
+    await ws.prepare(request)
+    stats = ViewerStats()
+    touch = _Toucher(pool, lease.session_id)
+    page = lease.page
+    reason = "client closed"
+    async with request.app[BROADCASTERS].watch(lease.session_id, page) as bc:
+        async def stream() -> None:
+            nonlocal reason
+            await send_frames(ws.send_bytes, bc, opts, framerate=page.framerate, stats=stats,
+                              on_sent=touch)
+            reason = _end_reason(lease)
+
+        async def watch() -> None:
+            nonlocal reason
+            reason = await _lease_gone(lease)
+
+        await _first_done(stream(), watch(), _drain(ws))
+    logger.debug("frames of %s: sent %d, skipped %d (%s)", lease.session_id[:8], stats.sent,
+                 stats.skipped, reason)
+    if not ws.closed:
+        await ws.close(code=1001, message=f"lease ended: {reason}".encode()[:120])
+    return ws
+
+
+# ---- input ---------------------------------------------------------------------------------
+
+async def apply_event(page: Any, event: Any) -> None:
+    """Validates then applies one event; raises InvalidEvent before touching the page."""
+    await inputs.parse(event, page)(page)
+
+
+def _state(page: Any) -> dict[str, Any]:
+    return {"type": "state", "url": getattr(page, "url", ""), "title": getattr(page, "title", ""),
+            "cursor": getattr(page, "cursor", "default"), "width": page.width,
+            "height": page.height, "framerate": page.framerate}
+
+
+async def input_ws(request: web.Request) -> web.WebSocketResponse:
+    lease = _lease(request)
+    pool = _pool(request)
+    page = lease.page
+    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=MAX_INPUT_MESSAGE)
+    await ws.prepare(request)
+    outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+    touch = _Toucher(pool, lease.session_id)
+
+    listener_ids = [
+        page.on(name, lambda value, name=name: outbox.put_nowait(
+            {"type": name, name.removesuffix("_changed"): value}))
+        for name in PAGE_EVENTS
+    ]
+    await outbox.put(_state(page))
+
+    async def writer() -> None:
+        while (msg := await outbox.get()) is not None:
+            await ws.send_json(msg)
+
+    async def on_message(text: str) -> None:
+        event: Any = None
+        try:
+            try:
+                event = json.loads(text)
+            except ValueError as exc:
+                raise inputs.InvalidEvent(f"not JSON: {exc}") from None
+            apply = inputs.parse(event, page)
+            touch()
+            await apply(page)
+        except (LkpoolError, ValueError) as exc:
+            await outbox.put(inputs.error_message(exc, event))
+            return
+        if isinstance(event, dict) and "id" in event:
+            await outbox.put({"type": "ack", "id": event["id"]})
+
+    async def watch() -> None:
+        reason = await _lease_gone(lease)
+        await outbox.put({"type": "closed", "reason": reason})
+        await outbox.put(None)
+        await asyncio.Event().wait()  # the writer ends the exchange
+
+    try:
+        await _first_done(writer(), watch(), _drain(ws, on_message))
+    finally:
+        for cb_id in listener_ids:
+            page.off(cb_id)
+    if not ws.closed:
+        await ws.close(code=1001, message=b"lease ended")
+    return ws
+
+
+async def input_post(request: web.Request) -> web.Response:
+    """One event or a list of them; all are validated before any is applied."""
+    lease = _lease(request)
+    page = lease.page
+    try:
+        body = await request.json()
+    except ValueError as exc:
+        return web.json_response(inputs.error_message(inputs.InvalidEvent(f"not JSON: {exc}")),
+                                 status=400)
+    events = body if isinstance(body, list) else [body]
+    applies = []
+    for i, event in enumerate(events):
+        try:
+            applies.append(inputs.parse(event, page))
+        except inputs.InvalidEvent as exc:
+            msg = inputs.error_message(exc, event)
+            if isinstance(body, list):
+                msg["index"] = i
+            return web.json_response(msg, status=400)
+    _pool(request).touch(lease.session_id)
+    for apply in applies:
+        await apply(page)
+    return web.json_response({"ok": True, "applied": len(applies)})
+
+
+# ---- registration --------------------------------------------------------------------------
+
+async def _broadcasters_ctx(app: web.Application) -> AsyncIterator[None]:
+    app[BROADCASTERS] = Broadcasters()
+    yield
+    # viewers still connected end now; their handlers close the sockets
+    app[BROADCASTERS].close_all()
+
+
+def setup(app: web.Application) -> None:
+    """Registers the frames, input, live view and lease list routes on `app`."""
+    app.cleanup_ctx.append(_broadcasters_ctx)
+    app.router.add_get("/session/{session_id}/frames", frames_ws)
+    app.router.add_get("/session/{session_id}/input", input_ws)
+    app.router.add_post("/session/{session_id}/input", input_post)
+    view.setup(app)

@@ -1,0 +1,139 @@
+"""Frames and input over the network: a real pool, real Chromium, a real server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import aiohttp
+import numpy as np
+import pytest
+import simplejpeg
+
+from lkpool.config import Settings
+from lkpool.pool import Pool
+from lkpool.server.header import FrameFormat, FrameHeader
+from tests.server.conftest import run_server
+from tests.support.pages import CLICKS, serve_pages, solid
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@contextlib.asynccontextmanager
+async def stream_server(settings: Settings) -> AsyncIterator[tuple[str, Pool]]:
+    """The real app (shared helper) over a pool of one small instance."""
+    async with run_server(settings.replace(framerate=30, max_instances=1)) as server:
+        yield server.base, server.pool
+
+
+async def _wait_path(page, path: str) -> None:
+    """Navigation is asynchronous: waits (bounded) until the page shows `path`."""
+    for _ in range(200):
+        if await page.evaluate("location.pathname") == path:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"page never reached {path}")
+
+
+async def _frame(ws: aiohttp.ClientWebSocketResponse) -> tuple[FrameHeader, bytes]:
+    msg = await asyncio.wait_for(ws.receive(), 20)
+    assert msg.type is aiohttp.WSMsgType.BINARY, msg
+    header, payload = FrameHeader.unpack(msg.data)
+    return header, bytes(payload)
+
+
+async def test_frames_raw_and_jpeg_to_two_viewers(small: Settings) -> None:
+    """Raw and scaled JPEG viewers of one lease get its pixels with a valid header."""
+    async with serve_pages({"/red": solid("#ff0000")}) as site, \
+            stream_server(small) as (base, pool), aiohttp.ClientSession() as http:
+        lease = await pool.acquire(60, url=site + "/red")
+        url = f"{base}/session/{lease.session_id}/frames"
+        async with http.ws_connect(url + "?format=raw") as raw, \
+                http.ws_connect(url + "?format=jpeg&quality=90&scale=0.5") as jpeg:
+            # the page may still show its previous paint for a moment: wait for red
+            for _ in range(100):
+                h, payload = await _frame(raw)
+                px = np.frombuffer(payload, np.uint8).reshape(h.height, h.width, 4)
+                if tuple(px[120, 160, :3]) == (0, 0, 255):
+                    break
+            assert (h.format, h.width, h.height) == (FrameFormat.RAW, 320, 240)
+            assert tuple(px[120, 160, :3]) == (0, 0, 255)  # BGRA red
+            assert h.sent_ns >= h.captured_ns > 0
+            for _ in range(100):
+                hj, data = await _frame(jpeg)
+                rgb = simplejpeg.decode_jpeg(data)
+                if rgb[60, 80, 0] > 230 and rgb[60, 80, 1] < 25:
+                    break
+            assert (hj.format, hj.width, hj.height) == (FrameFormat.JPEG, 160, 120)
+            assert rgb.shape == (120, 160, 3) and rgb[60, 80, 0] > 230
+            # a viewer joining a still page gets the newest frame at once, not the next paint
+            async with http.ws_connect(url + "?format=raw&max_width=64") as late:
+                h2, small_payload = await _frame(late)
+            assert h2.sequence >= h.sequence and (h2.width, h2.height) == (64, 48)
+            assert len(small_payload) == 64 * 48 * 4
+
+        # bad query and unknown session are JSON errors before any upgrade
+        async with http.get(url + "?format=gif") as resp:
+            assert resp.status == 400
+            body = await resp.json()
+            assert body["error"] == "invalid_argument" and "'format'" in body["detail"]
+        async with http.get(f"{base}/session/nope/frames") as resp:
+            assert resp.status == 404 and (await resp.json())["error"] == "unknown_session"
+
+
+async def test_input_socket_and_post(small: Settings) -> None:
+    """Input events reach the page, bad ones get an error naming the field, and the lease's
+    end is pushed to the input socket and closes the frames socket."""
+    async with serve_pages({"/clicks": CLICKS, "/other": solid("#00ff00")}) as site, \
+            stream_server(small) as (base, pool), aiohttp.ClientSession() as http:
+        lease = await pool.acquire(60, url=site + "/clicks")
+        sid = lease.session_id
+        await _wait_path(lease.page, "/clicks")
+        async with http.ws_connect(f"{base}/session/{sid}/input") as ws, \
+                http.ws_connect(f"{base}/session/{sid}/frames?fps=5") as frames:
+            state = await ws.receive_json(timeout=10)
+            assert state["type"] == "state" and state["width"] == 320
+            assert {"url", "title", "cursor", "height", "framerate"} <= set(state)
+
+            await ws.send_json({"type": "mouse", "action": "click", "x": 400, "y": 5, "id": 1})
+            err = await ws.receive_json(timeout=10)
+            assert (err["type"], err["field"], err["id"]) == ("error", "x", 1)
+            await ws.send_str("{not json")
+            assert (await ws.receive_json(timeout=10))["type"] == "error"
+
+            await ws.send_json({"type": "mouse", "action": "click", "x": 50, "y": 100, "id": 2})
+            assert await ws.receive_json(timeout=10) == {"type": "ack", "id": 2}
+            assert await lease.page.evaluate("window.clicks") == [[50, 100]]
+
+            # POST: a bad event in a list stops the whole list before the browser sees any
+            bad = [{"type": "mouse", "action": "click", "x": 60, "y": 60},
+                   {"type": "key", "key": "Hyper+x"}]
+            async with http.post(f"{base}/session/{sid}/input", json=bad) as resp:
+                body = await resp.json()
+                assert resp.status == 400 and body["field"] == "key" and body["index"] == 1
+            assert await lease.page.evaluate("window.clicks.length") == 1
+            good = [{"type": "mouse", "action": "click", "x": 20, "y": 20},
+                    {"type": "text", "text": "hi"}, {"type": "key", "key": "Shift+a"}]
+            async with http.post(f"{base}/session/{sid}/input", json=good) as resp:
+                assert resp.status == 200 and (await resp.json())["applied"] == 3
+            assert await lease.page.evaluate("document.getElementById('t').value") == "hiA"
+
+            await ws.send_json({"type": "navigate", "url": site + "/other"})
+            seen = await ws.receive_json(timeout=10)
+            while seen["type"] != "url_changed":
+                seen = await ws.receive_json(timeout=10)
+            assert seen["url"].endswith("/other")
+
+            await pool.release(sid)
+            while (msg := await ws.receive_json(timeout=10))["type"] != "closed":
+                pass
+            assert msg["reason"] == "released"
+            assert (await ws.receive(timeout=10)).type in (aiohttp.WSMsgType.CLOSE,
+                                                            aiohttp.WSMsgType.CLOSED)
+            while (m := await frames.receive(timeout=10)).type is aiohttp.WSMsgType.BINARY:
+                pass
+            assert frames.close_code == 1001
+
+        async with http.post(f"{base}/session/{sid}/input", json={"type": "back"}) as resp:
+            assert resp.status == 404
