@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from livekit import rtc
 
-from .errors import ClosedError, InvalidArgument
+from .errors import ClosedError, InvalidArgument, LkpoolError
 from .events import EventEmitter
 
 SAMPLE_RATE = 48000
@@ -49,6 +49,32 @@ AUDIO_TRACK = "lkpool-page-audio"
 
 Allowed = None | Collection[str] | Callable[[str], bool]
 _ids = itertools.count(1)
+
+
+class LiveKitUnreachable(LkpoolError):
+    """The LiveKit server refused or could not be reached (bad URL, token, network)."""
+
+    code = "livekit_unreachable"
+    status = 502
+
+
+async def connect_room(url: str, token: str, *, timeout: float = 10.0) -> rtc.Room:
+    """A connected room for a publisher (it subscribes to nothing); LiveKitUnreachable else."""
+    for name, value in (("livekit_url", url), ("token", token)):
+        if not isinstance(value, str) or not value:
+            raise InvalidArgument(f"{name} must be a non-empty string")
+    if not url.startswith(("ws://", "wss://", "http://", "https://")):
+        raise InvalidArgument(f"livekit_url must be a ws(s):// or http(s):// URL, got {url!r}")
+    room = rtc.Room()
+    options = rtc.RoomOptions(auto_subscribe=False, connect_timeout=timeout)
+    try:
+        await asyncio.wait_for(room.connect(url, token, options), timeout * 3)
+    except (rtc.ConnectError, TimeoutError) as exc:
+        with contextlib.suppress(Exception):
+            await room.disconnect()
+        detail = getattr(exc, "message", None) or str(exc) or "timed out"
+        raise LiveKitUnreachable(f"cannot join the room at {url}: {detail}") from exc
+    return room
 
 
 class State(enum.Enum):
