@@ -1,0 +1,392 @@
+"""Frame sources, one per page: the X11 grab and the CDP screencast (see `CAPTURES`).
+
+Both write BGRA straight into the page's shared-memory buffer that `FrameOut.acquire`
+hands out and then announce it with `AcquirePaint`; when the parent holds both buffers the
+frame is dropped and counted, never queued.
+
+- x11: Chromium is on a private Xvfb display. X DAMAGE tells us that something changed and
+  where (the dirty rects); at most `framerate` times a second we grab the page's area with
+  MIT-SHM `XShmGetImage` (mss's xcb binding) into a segment that *is* the page's buffer:
+  the X server writes the pixels where the parent reads them, with no copy in this process.
+  Nothing changed -> no grab, no frame.
+- screencast: `Page.startScreencast` JPEGs, decoded by simplejpeg into the buffer and acked;
+  Chromium only sends frames when something changed. Costly (decode, JPEG round trip):
+  the fallback where Xvfb is missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import ctypes
+import ctypes.util
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+import _posixshmem
+import numpy as np
+import simplejpeg
+from mss.linux import xcb
+from mss.linux.base import ALL_PLANES
+
+from ..shm.framebuffer import ChildFrameBuffers
+from .protocol import AcquirePaint, Message
+
+logger = logging.getLogger(__name__)
+
+Mode = Literal["x11", "screencast"]
+Rect = tuple[int, int, int, int]
+MAX_RECTS = 16  # beyond this many dirty rects, send their bounding box
+
+
+class FrameOut:
+    """Where a page's frames go: its buffers, its generation and the duplex."""
+
+    def __init__(self, page_id: int, buffers: ChildFrameBuffers, names: Sequence[str],
+                 send: Callable[[Message], None]) -> None:
+        self.page_id = page_id
+        self.buffers = buffers
+        self.names = list(names)
+        self.send = send
+        self.frames = 0
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.buffers.width, self.buffers.height
+
+    def publish(self, idx: int, rects: list[Rect], captured_ns: int) -> None:
+        b = self.buffers
+        self.frames += 1
+        self.send(AcquirePaint(self.page_id, b.generation, idx, b.width, b.height, rects,
+                               captured_ns, b.dropped))
+
+
+def _simplify(rects: list[Rect], width: int, height: int) -> list[Rect]:
+    """Clips to the page and caps the count; a full-page rect becomes [] ("everything")."""
+    out = []
+    for x, y, w, h in rects:
+        x0, y0, x1, y1 = max(0, x), max(0, y), min(width, x + w), min(height, y + h)
+        if x1 > x0 and y1 > y0:
+            out.append((x0, y0, x1 - x0, y1 - y0))
+    if len(out) > MAX_RECTS:
+        x0 = min(r[0] for r in out)
+        y0 = min(r[1] for r in out)
+        x1 = max(r[0] + r[2] for r in out)
+        y1 = max(r[1] + r[3] for r in out)
+        out = [(x0, y0, x1 - x0, y1 - y0)]
+    return out
+
+
+class _Pacer:
+    """Runs `tick` when `wake` was called, at most `fps` times a second."""
+
+    def __init__(self, fps: int, tick: Callable[[], bool], name: str) -> None:
+        self.period = 1.0 / fps
+        self._tick = tick
+        self._wake = asyncio.Event()
+        self._last = 0.0
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=name)
+        self._task.add_done_callback(_log_failure)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wake.wait()
+            delay = self._last + self.period - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self._wake.clear()
+            self._last = loop.time()
+            if not self._tick():  # could not deliver (buffers held): try again next period
+                self._wake.set()
+
+    async def stop(self) -> None:
+        self._task.cancel()
+        try:
+            await self._task
+        except BaseException:
+            pass
+
+
+def _log_failure(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("capture task %s failed", task.get_name(), exc_info=task.exception())
+
+
+# ---- x11 ----------------------------------------------------------------------------------
+
+class _XDamage:
+    """An Xlib connection watching the root window with DAMAGE (ReportNonEmpty): one event
+    when the screen goes from clean to dirty; `take` fetches the dirty region and clears it."""
+
+    NON_EMPTY = 3
+
+    def __init__(self, display: str) -> None:
+        x11 = ctypes.CDLL(ctypes.util.find_library("X11") or "libX11.so.6")
+        self.x11 = x11
+        self.dmg = ctypes.CDLL(ctypes.util.find_library("Xdamage") or "libXdamage.so.1")
+        self.fix = ctypes.CDLL(ctypes.util.find_library("Xfixes") or "libXfixes.so.3")
+        x11.XOpenDisplay.restype = ctypes.c_void_p
+        x11.XOpenDisplay.argtypes = [ctypes.c_char_p]
+        x11.XDefaultRootWindow.restype = ctypes.c_ulong
+        x11.XDefaultRootWindow.argtypes = [ctypes.c_void_p]
+        for fn in ("XConnectionNumber", "XPending", "XFlush", "XCloseDisplay"):
+            getattr(x11, fn).argtypes = [ctypes.c_void_p]
+        x11.XNextEvent.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+        x11.XFree.argtypes = [ctypes.c_void_p]
+        self.dmg.XDamageQueryExtension.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_int),
+                                                   ctypes.POINTER(ctypes.c_int)]
+        self.dmg.XDamageCreate.restype = ctypes.c_ulong
+        self.dmg.XDamageCreate.argtypes = [ctypes.c_void_p, ctypes.c_ulong, ctypes.c_int]
+        self.dmg.XDamageSubtract.argtypes = [ctypes.c_void_p, ctypes.c_ulong, ctypes.c_ulong,
+                                             ctypes.c_ulong]
+        self.dmg.XDamageDestroy.argtypes = [ctypes.c_void_p, ctypes.c_ulong]
+        self.fix.XFixesQueryExtension.argtypes = self.dmg.XDamageQueryExtension.argtypes
+        self.fix.XFixesQueryVersion.argtypes = self.dmg.XDamageQueryExtension.argtypes
+        self.fix.XFixesCreateRegion.restype = ctypes.c_ulong
+        self.fix.XFixesCreateRegion.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
+        self.fix.XFixesFetchRegion.restype = ctypes.c_void_p
+        self.fix.XFixesFetchRegion.argtypes = [ctypes.c_void_p, ctypes.c_ulong,
+                                               ctypes.POINTER(ctypes.c_int)]
+        self.fix.XFixesDestroyRegion.argtypes = [ctypes.c_void_p, ctypes.c_ulong]
+
+        self.dpy = x11.XOpenDisplay(display.encode())
+        if not self.dpy:
+            raise RuntimeError(f"cannot open X display {display}")
+        ev, err = ctypes.c_int(), ctypes.c_int()
+        if not self.dmg.XDamageQueryExtension(self.dpy, ctypes.byref(ev), ctypes.byref(err)):
+            x11.XCloseDisplay(self.dpy)
+            raise RuntimeError("the X server has no DAMAGE extension")
+        self.event_type = ev.value  # XDamageNotify is event 0 of the extension
+        fev, ferr = ctypes.c_int(), ctypes.c_int()
+        self.fix.XFixesQueryExtension(self.dpy, ctypes.byref(fev), ctypes.byref(ferr))
+        major, minor = ctypes.c_int(5), ctypes.c_int(0)
+        self.fix.XFixesQueryVersion(self.dpy, ctypes.byref(major), ctypes.byref(minor))
+        self.damage = self.dmg.XDamageCreate(self.dpy, x11.XDefaultRootWindow(self.dpy),
+                                             self.NON_EMPTY)
+        self.region = self.fix.XFixesCreateRegion(self.dpy, None, 0)
+        x11.XFlush(self.dpy)
+        self.fd = x11.XConnectionNumber(self.dpy)
+        self._event = ctypes.create_string_buffer(192)  # sizeof(XEvent)
+
+    def drain(self) -> bool:
+        """Reads queued events; True when one of them says the screen got dirty."""
+        dirty = False
+        while self.x11.XPending(self.dpy):
+            self.x11.XNextEvent(self.dpy, self._event)
+            if ctypes.c_int.from_buffer(self._event).value == self.event_type:
+                dirty = True
+        return dirty
+
+    def take(self) -> list[Rect]:
+        """The region damaged since the last call, as rects; clears it."""
+        self.dmg.XDamageSubtract(self.dpy, self.damage, 0, self.region)
+        n = ctypes.c_int()
+        ptr = self.fix.XFixesFetchRegion(self.dpy, self.region, ctypes.byref(n))
+        if not ptr:
+            return []
+        # XRectangle: short x, y; unsigned short width, height
+        raw = np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(ctypes.c_int16)),
+                                    (n.value * 4,)).copy()
+        self.x11.XFree(ptr)
+        rects = raw.reshape(-1, 4)
+        return [(int(x), int(y), int(w) & 0xFFFF, int(h) & 0xFFFF) for x, y, w, h in rects]
+
+    def close(self) -> None:
+        if self.dpy:
+            self.fix.XFixesDestroyRegion(self.dpy, self.region)
+            self.dmg.XDamageDestroy(self.dpy, self.damage)
+            self.x11.XCloseDisplay(self.dpy)
+            self.dpy = None
+
+
+class _ShmGrabber:
+    """XShmGetImage of the screen's top-left corner into the page's own shm buffers."""
+
+    def __init__(self, display: str) -> None:
+        self.conn, screen_num = xcb.connect(display)
+        self.root = xcb.setup_roots(xcb.get_setup(self.conn))[screen_num].root
+        self.segs: list[xcb.ShmSeg] = []
+
+    def attach(self, names: Sequence[str]) -> None:
+        self.detach()
+        for name in names:
+            fd = _posixshmem.shm_open("/" + name, os.O_RDWR, mode=0o600)
+            seg = xcb.ShmSeg(xcb.generate_id(self.conn).value)
+            xcb.shm_attach_fd(self.conn, seg, fd, False)  # xcb closes fd
+            self.segs.append(seg)
+
+    def detach(self) -> None:
+        segs, self.segs = self.segs, []
+        for seg in segs:
+            try:
+                xcb.shm_detach(self.conn, seg)
+            except Exception:  # the server may be gone already
+                pass
+
+    def grab(self, idx: int, width: int, height: int) -> None:
+        xcb.shm_get_image(self.conn, self.root, 0, 0, width, height, ALL_PLANES,
+                          xcb.ImageFormat.ZPixmap, self.segs[idx], 0)
+
+    def close(self) -> None:
+        self.detach()
+        if self.conn is not None:
+            try:
+                xcb.disconnect(self.conn)
+            except Exception:
+                pass
+            self.conn = None
+
+
+class X11Capture:
+    def __init__(self, out: FrameOut, framerate: int, *, display: str, **_: object) -> None:
+        self.out = out
+        self._grabber = _ShmGrabber(display)
+        self._damage = _XDamage(display)
+        self._grabber.attach(out.names)
+        self._rects: list[Rect] = []
+        self._full = True  # the first frame (and the first after a resize) is whole
+        self._pacer = _Pacer(framerate, self._tick, f"x11-capture-{out.page_id}")
+        loop = asyncio.get_running_loop()
+        loop.add_reader(self._damage.fd, self._on_x_event)
+        self._pacer.wake()
+
+    def _on_x_event(self) -> None:
+        if self._damage.drain():
+            self._pacer.wake()
+
+    def _tick(self) -> bool:
+        w, h = self.out.size
+        self._rects += self._damage.take()
+        if self._damage.drain():  # damage that came in while we fetched the region
+            self._pacer.wake()
+        rects = _simplify(self._rects, w, h)
+        if not rects and not self._full:
+            self._rects = []
+            return True
+        idx = self.out.buffers.acquire()
+        if idx is None:
+            return False
+        captured = time.monotonic_ns()
+        self._grabber.grab(idx, w, h)
+        self.out.publish(idx, [] if self._full else rects, captured)
+        self._rects = []
+        self._full = False
+        return True
+
+    def switch(self, out: FrameOut) -> None:
+        self.out = out
+        self._grabber.attach(out.names)
+        self._full = True
+        self._pacer.wake()
+
+    def set_framerate(self, fps: int) -> None:
+        self._pacer.period = 1.0 / fps
+
+    async def aclose(self) -> None:
+        await self._pacer.stop()
+        try:
+            asyncio.get_running_loop().remove_reader(self._damage.fd)
+        except Exception:
+            pass
+        self._damage.close()
+        self._grabber.close()
+
+
+# ---- screencast ---------------------------------------------------------------------------
+
+class ScreencastCapture:
+    def __init__(self, out: FrameOut, framerate: int, *, page, **_: object) -> None:
+        self.out = out
+        self.page = page
+        self._latest: tuple[bytes, int] | None = None
+        self._listener = page.cdp.on("Page.screencastFrame", self._on_frame)
+        self._pacer = _Pacer(framerate, self._tick, f"screencast-{out.page_id}")
+        self._tasks: set[asyncio.Task] = set()
+        self._spawn(self._start())
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _start(self) -> None:
+        w, h = self.out.size
+        try:
+            await self.page.call("Page.startScreencast", {
+                "format": "jpeg", "quality": 80, "maxWidth": w, "maxHeight": h,
+                "everyNthFrame": 1})
+        except Exception as exc:
+            logger.warning("page %d: screencast did not start: %s", self.out.page_id, exc)
+
+    def _on_frame(self, params: dict, session_id: str | None) -> None:
+        if session_id != self.page.session:
+            return
+        self._spawn(self._ack(params["sessionId"]))
+        ts = params.get("metadata", {}).get("timestamp")
+        now = time.monotonic_ns()
+        captured = now - int(max(0.0, time.time() - ts) * 1e9) if ts else now
+        self._latest = (base64.b64decode(params["data"]), captured)
+        self._pacer.wake()
+
+    async def _ack(self, frame_session: int) -> None:
+        try:
+            await self.page.call("Page.screencastFrameAck", {"sessionId": frame_session})
+        except Exception:
+            pass
+
+    def _tick(self) -> bool:
+        if self._latest is None:
+            return True
+        idx = self.out.buffers.acquire()
+        if idx is None:
+            return False
+        data, captured = self._latest
+        self._latest = None
+        dst = self.out.buffers.array(idx)
+        h, w = dst.shape[:2]
+        jw, jh = simplejpeg.decode_jpeg_header(data)[:2][::-1]
+        if (jw, jh) == (w, h):
+            simplejpeg.decode_jpeg(data, colorspace="BGRA", buffer=dst)
+        else:  # the frame lags a resize, or Chromium scaled it: nearest-neighbour fit
+            img = simplejpeg.decode_jpeg(data, colorspace="BGRA")
+            ys = np.arange(h) * img.shape[0] // h
+            xs = np.arange(w) * img.shape[1] // w
+            dst[:] = img[ys[:, None], xs[None, :]]
+        self.out.publish(idx, [], captured)
+        return True
+
+    def switch(self, out: FrameOut) -> None:
+        self.out = out
+        self._latest = None
+        self._spawn(self._restart())
+
+    async def _restart(self) -> None:
+        try:
+            await self.page.call("Page.stopScreencast")
+        except Exception:
+            pass
+        await self._start()
+
+    def set_framerate(self, fps: int) -> None:
+        self._pacer.period = 1.0 / fps
+
+    async def aclose(self) -> None:
+        self.page.cdp.off(self._listener)
+        await self._pacer.stop()
+        if not self.page.closed:
+            try:
+                await self.page.call("Page.stopScreencast", timeout=2.0)
+            except Exception:
+                pass
+        for task in list(self._tasks):
+            task.cancel()
+
+
+CAPTURES: dict[str, type] = {"x11": X11Capture, "screencast": ScreencastCapture}

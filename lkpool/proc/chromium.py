@@ -1,0 +1,377 @@
+"""Chromium engine: starts Xvfb (x11 capture) and Debian's Chromium, and finds its DevTools.
+
+Every process started here is in the child's process group (the child called setpgid), so
+the child's watchdog ends them all with one `killpg`. Their output goes to a log file in
+the profile folder: a pipe nobody reads would fill up and stall the browser.
+
+Xvfb picks its own display number (`-displayfd`): instances and test runs share the
+machine, so no fixed numbers. The screen is at least `MIN_SCREEN` so a page can be resized
+up to it without restarting Xvfb (its RandR cannot grow a screen); measured cost of a
+1920x1080 screen over a 1280x720 one: about 5 MB of Xvfb RSS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shlex
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+from ..config import Settings
+from ..errors import BrowserStartError
+
+logger = logging.getLogger(__name__)
+
+MIN_SCREEN = (1920, 1080)
+INSTALL_HINT = "install it with 'apt-get install chromium' or set CHROMIUM_PATH"
+XVFB_HINT = "install it with 'apt-get install xvfb' or use CAPTURE=screencast"
+
+# Flags every instance gets. The first line is what Chromium needs on these machines; the
+# rest trade features a pooled, remote-driven browser does not use for fewer processes,
+# less memory and no background traffic. --mute-audio is deliberately absent: we capture
+# the audio.
+BASE_FLAGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--no-default-browser-check", "--disable-default-apps", "--disable-extensions",
+    "--disable-breakpad", "--password-store=basic", "--disable-client-side-phishing-detection",
+    "--autoplay-policy=no-user-gesture-required",
+    # frames must keep coming whatever Chromium thinks about window visibility
+    "--disable-renderer-backgrounding", "--disable-backgrounding-occluded-windows",
+    "--disable-background-timer-throttling",
+    "--disable-features=Translate,MediaRouter,OptimizationHints,DialMediaRouteProvider,"
+    "AutofillServerCommunication,InterestFeedContentSuggestions",
+    # software compositing needs no separate GPU process: one process less per instance
+    "--in-process-gpu",
+]
+
+# capture mode -> flags that put Chromium on screen (x11) or off it (screencast)
+MODE_FLAGS = {
+    "x11": lambda w, h: ["--ozone-platform=x11", "--kiosk", "--window-position=0,0",
+                         f"--window-size={w},{h}"],
+    "screencast": lambda w, h: ["--headless=new", f"--window-size={w},{h}"],
+}
+
+
+@dataclass
+class Launched:
+    """What `launch` started; `stop` ends it (the group kill covers helpers)."""
+    browser: subprocess.Popen
+    xvfb: subprocess.Popen | None
+    display: str
+    debugging_port: int
+    ws_url: str
+    screen: tuple[int, int]
+
+    def stop(self) -> None:
+        for proc in (self.browser, self.xvfb):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+        for proc in (self.browser, self.xvfb):
+            if proc is not None:
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    pass
+
+
+def _log_file(profile_dir: str, name: str):
+    return open(os.path.join(profile_dir, f"{name}.log"), "ab", buffering=0)
+
+
+def start_xvfb(width: int, height: int, profile_dir: str) -> tuple[subprocess.Popen, str]:
+    """A private X server sized to fit `width`x`height`; returns it and its display name."""
+    xvfb = shutil.which("Xvfb")
+    if xvfb is None:
+        raise BrowserStartError(f"Xvfb is not installed: {XVFB_HINT}")
+    w, h = max(width, MIN_SCREEN[0]), max(height, MIN_SCREEN[1])
+    rfd, wfd = os.pipe()
+    try:
+        with _log_file(profile_dir, "xvfb") as log:
+            proc = subprocess.Popen(
+                [xvfb, "-displayfd", str(wfd), "-screen", "0", f"{w}x{h}x24", "-nolisten",
+                 "tcp", "-noreset", "-dpi", "96"],
+                pass_fds=(wfd,), stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        os.close(wfd)
+        wfd = -1
+        raw = b""
+        while not raw.endswith(b"\n"):
+            chunk = os.read(rfd, 32)  # Xvfb writes the number once it accepts connections
+            if not chunk:
+                proc.kill()
+                proc.wait()
+                raise BrowserStartError(
+                    f"Xvfb exited before giving a display (see {profile_dir}/xvfb.log)")
+            raw += chunk
+    finally:
+        os.close(rfd)
+        if wfd >= 0:
+            os.close(wfd)
+    return proc, ":" + raw.decode().strip()
+
+
+def chromium_command(settings: Settings, profile_dir: str, port: int, mode: str,
+                     size: tuple[int, int]) -> list[str]:
+    path = shutil.which(settings.chromium_path) or settings.chromium_path
+    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+        raise BrowserStartError(f"Chromium not found at {settings.chromium_path!r}: "
+                                f"{INSTALL_HINT}")
+    return [path, *BASE_FLAGS, *MODE_FLAGS[mode](*size), f"--user-data-dir={profile_dir}",
+            f"--remote-debugging-port={port}", "--remote-debugging-address=127.0.0.1",
+            *shlex.split(settings.chromium_flags), "about:blank"]
+
+
+async def _devtools(profile_dir: str, proc: subprocess.Popen, timeout: float) -> tuple[int, str]:
+    """Reads DevToolsActivePort, which Chromium writes once its DevTools server listens:
+    race-free even with port 0."""
+    path = os.path.join(profile_dir, "DevToolsActivePort")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if proc.poll() is not None:
+            raise BrowserStartError(f"Chromium exited with code {proc.returncode} while "
+                                    f"starting (see {profile_dir}/chromium.log)")
+        try:
+            with open(path) as f:
+                lines = f.read().split()
+            if len(lines) >= 2:
+                return int(lines[0]), f"ws://127.0.0.1:{lines[0]}{lines[1]}"
+        except (FileNotFoundError, ValueError):
+            pass
+        await asyncio.sleep(0.05)
+    raise BrowserStartError(f"Chromium did not open DevTools within {timeout:.0f} s")
+
+
+async def launch(settings: Settings, profile_dir: str, port: int, mode: str,
+                 size: tuple[int, int], env: dict[str, str]) -> Launched:
+    """Starts Xvfb (x11 only) and Chromium; raises BrowserStartError with a clear cause."""
+    xvfb, display, screen = None, "", size
+    if mode == "x11":
+        xvfb, display = await asyncio.to_thread(start_xvfb, *size, profile_dir)
+        screen = (max(size[0], MIN_SCREEN[0]), max(size[1], MIN_SCREEN[1]))
+    try:
+        # in x11 the window fills the screen (kiosk); pages smaller than it are emulated
+        cmd = chromium_command(settings, profile_dir, port, mode, screen)
+        env = {**os.environ, **env}
+        env.pop("DISPLAY", None)
+        if display:
+            env["DISPLAY"] = display
+        with _log_file(profile_dir, "chromium") as log:
+            browser = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                       stderr=log)
+        try:
+            debugging_port, ws_url = await _devtools(profile_dir, browser,
+                                                     settings.start_timeout)
+        except BaseException:
+            browser.kill()
+            browser.wait()
+            raise
+    except BaseException:
+        if xvfb is not None:
+            xvfb.kill()
+            xvfb.wait()
+        raise
+    logger.info("chromium %d started (%s%s), devtools on %d", browser.pid, mode,
+                f" on {display}" if display else "", debugging_port)
+    return Launched(browser, xvfb, display, debugging_port, ws_url, screen)
+
+
+# ---- pages --------------------------------------------------------------------------------
+
+MOUSE_BUTTONS = {0: "left", 1: "middle", 2: "right"}
+BUTTON_BITS = {"left": 1, "right": 2, "middle": 4}
+# CEF's cef_key_event_type_t numbering -> CDP Input.dispatchKeyEvent type
+KEY_TYPES = {0: "rawKeyDown", 1: "keyDown", 2: "keyUp", 3: "char"}
+CURSOR_JS = ("(() => {{ const e = document.elementFromPoint({x}, {y}); "
+             "return e ? getComputedStyle(e).cursor : 'auto'; }})()")
+
+
+class PageGone(Exception):
+    """The page's target is closed; every command on it fails with no_such_page."""
+
+
+class Page:
+    """One CDP target attached as a flat session. Commands raise CDPError subclasses;
+    `main` maps them to Result codes. Events go to `emit(kind, value)`."""
+
+    def __init__(self, cdp, page_id: int, target_id: str, session_id: str, emit) -> None:
+        self.cdp = cdp
+        self.id = page_id
+        self.target_id = target_id
+        self.session = session_id
+        self.emit = emit  # emit("url" | "title" | "cursor" | "closed", value)
+        self.url = ""
+        self.title = ""
+        self.cursor = "auto"
+        self.main_frame = ""
+        self.closed = False
+        self._buttons = 0
+        self._cursor_task: asyncio.Task | None = None
+        self._listeners = [
+            cdp.on("Page.frameNavigated", self._on_frame_navigated),
+            cdp.on("Page.navigatedWithinDocument", self._on_same_document),
+            cdp.on("Target.targetInfoChanged", self._on_target_info),
+        ]
+
+    @classmethod
+    async def attach(cls, cdp, page_id: int, target_id: str, emit) -> Page:
+        res = await cdp.send("Target.attachToTarget", {"targetId": target_id, "flatten": True})
+        page = cls(cdp, page_id, target_id, res["sessionId"], emit)
+        await page.call("Page.enable")
+        tree = await page.call("Page.getFrameTree")
+        page.main_frame = tree["frameTree"]["frame"]["id"]
+        return page
+
+    async def call(self, method: str, params: dict | None = None, timeout: float = 15.0):
+        if self.closed:
+            raise PageGone(f"page {self.id} is closed")
+        return await self.cdp.send(method, params, session_id=self.session, timeout=timeout)
+
+    def detach_listeners(self) -> None:
+        for cb_id in self._listeners:
+            self.cdp.off(cb_id)
+        self._listeners = []
+
+    def mark_closed(self, reason: str) -> None:
+        if not self.closed:
+            self.closed = True
+            self.detach_listeners()
+            self.emit("closed", reason)
+
+    # -- events --
+    def _set_url(self, url: str) -> None:
+        if url and url != self.url:
+            self.url = url
+            self.emit("url", url)
+
+    def _on_frame_navigated(self, params: dict, session_id: str | None) -> None:
+        frame = params.get("frame", {})
+        if session_id == self.session and not frame.get("parentId"):
+            self.main_frame = frame.get("id", self.main_frame)
+            self._set_url(frame.get("url", "") + frame.get("urlFragment", ""))
+
+    def _on_same_document(self, params: dict, session_id: str | None) -> None:
+        if session_id == self.session and params.get("frameId") == self.main_frame:
+            self._set_url(params.get("url", ""))
+
+    def _on_target_info(self, params: dict, _session: str | None) -> None:
+        info = params.get("targetInfo", {})
+        if info.get("targetId") != self.target_id:
+            return
+        title = info.get("title", "")
+        if title != self.title:
+            self.title = title
+            self.emit("title", title)
+
+    # -- navigation --
+    async def navigate(self, url: str) -> None:
+        res = await self.call("Page.navigate", {"url": url})
+        if res.get("errorText"):
+            raise NavigationFailed(f"{url}: {res['errorText']}")
+
+    async def history_step(self, step: int) -> None:
+        """Back (-1) or forward (+1); a no-op at either end, as in a browser."""
+        hist = await self.call("Page.getNavigationHistory")
+        target = hist["currentIndex"] + step
+        if 0 <= target < len(hist["entries"]):
+            await self.call("Page.navigateToHistoryEntry",
+                            {"entryId": hist["entries"][target]["id"]})
+
+    async def reload(self) -> None:
+        await self.call("Page.reload")
+
+    async def evaluate(self, expression: str):
+        res = await self.call("Runtime.evaluate", {"expression": expression,
+                                                  "returnByValue": True, "awaitPromise": True})
+        if "exceptionDetails" in res:
+            details = res["exceptionDetails"]
+            text = details.get("exception", {}).get("description") or details.get("text", "")
+            raise ScriptError(text)
+        return res.get("result", {}).get("value")
+
+    # -- input --
+    async def mouse_move(self, x: int, y: int, leave: bool, modifiers: int) -> None:
+        await self.call("Input.dispatchMouseEvent", {
+            "type": "mouseMoved", "x": x, "y": y, "modifiers": modifiers,
+            "buttons": self._buttons})
+        if not leave:
+            self._schedule_cursor(x, y)
+
+    async def mouse_click(self, x: int, y: int, button: int, up: bool, count: int,
+                          modifiers: int) -> None:
+        name = MOUSE_BUTTONS.get(button)
+        if name is None:
+            raise ValueError(f"mouse button {button} is not 0 (left), 1 (middle) or 2 (right)")
+        if up:
+            self._buttons &= ~BUTTON_BITS[name]
+        else:
+            self._buttons |= BUTTON_BITS[name]
+        await self.call("Input.dispatchMouseEvent", {
+            "type": "mouseReleased" if up else "mousePressed", "x": x, "y": y,
+            "button": name, "clickCount": max(1, count), "modifiers": modifiers,
+            "buttons": self._buttons})
+
+    async def mouse_wheel(self, x: int, y: int, dx: int, dy: int, modifiers: int) -> None:
+        await self.call("Input.dispatchMouseEvent", {
+            "type": "mouseWheel", "x": x, "y": y, "deltaX": dx, "deltaY": dy,
+            "modifiers": modifiers})
+
+    async def key(self, kind: int, modifiers: int, windows_code: int, native_code: int,
+                  character: int, key: str, code: str, text: str) -> None:
+        cdp_type = KEY_TYPES.get(kind)
+        if cdp_type is None:
+            raise ValueError(f"key event type {kind} is not one of 0..3")
+        if not text and character and cdp_type in ("char", "keyDown"):
+            text = chr(character)
+        params = {"type": cdp_type, "modifiers": modifiers,
+                  "windowsVirtualKeyCode": windows_code, "nativeVirtualKeyCode": native_code,
+                  "key": key, "code": code}
+        if text and cdp_type != "keyUp":
+            params["text"] = params["unmodifiedText"] = text
+        await self.call("Input.dispatchKeyEvent", params)
+
+    async def focus(self, set_focus: bool) -> None:
+        if set_focus:
+            await self.call("Page.bringToFront")
+            await self.call("Emulation.setFocusEmulationEnabled", {"enabled": True})
+        else:
+            await self.call("Emulation.setFocusEmulationEnabled", {"enabled": False})
+            await self.call("Runtime.evaluate",
+                            {"expression": "document.activeElement?.blur()"})
+
+    async def set_size(self, width: int, height: int, native: tuple[int, int] | None) -> None:
+        """Lays the page out at width x height; `native` is the window's own size, where no
+        emulation is needed (x11 kiosk window)."""
+        if native == (width, height):
+            await self.call("Emulation.clearDeviceMetricsOverride")
+        else:
+            await self.call("Emulation.setDeviceMetricsOverride", {
+                "width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
+
+    # -- cursor --
+    def _schedule_cursor(self, x: int, y: int) -> None:
+        """Looks up the CSS cursor under the pointer after the move, off the command path;
+        a newer move replaces a lookup still pending."""
+        if self._cursor_task is not None and not self._cursor_task.done():
+            self._cursor_task.cancel()
+        self._cursor_task = asyncio.get_running_loop().create_task(self._update_cursor(x, y))
+
+    async def _update_cursor(self, x: int, y: int) -> None:
+        try:
+            cursor = await self.evaluate(CURSOR_JS.format(x=int(x), y=int(y)))
+        except Exception:  # the page navigated or closed meanwhile: nothing to report
+            return
+        if isinstance(cursor, str) and cursor != self.cursor:
+            self.cursor = cursor
+            self.emit("cursor", cursor)
+
+
+class NavigationFailed(Exception):
+    """Page.navigate answered with an errorText."""
+
+
+class ScriptError(Exception):
+    """The evaluated expression threw."""

@@ -1,0 +1,459 @@
+"""The child process of one instance: one browser, served over the duplex.
+
+`run` is the spawn target. The child puts itself in its own process group first, so that
+Chromium, its helpers, Xvfb and parec are all in it and one sweep ends them whatever way
+the child leaves: parent gone (duplex EOF or a new ppid), browser crashed, SIGTERM,
+Shutdown. Commands are dispatched through `Child.handlers` (message type -> coroutine);
+each runs as its own task so a slow navigation does not hold up input, and CDP keeps the
+order in which they were sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import MAX_FRAMERATE, Settings
+from ..errors import BrowserStartError
+from ..shm.framebuffer import ChildFrameBuffers
+from . import protocol as p
+from .audio import AudioSink
+from .capture import CAPTURES, FrameOut
+from .cdp import CDPClosed, CDPConnection, CDPError, CDPTimeout
+from .channel import Channel, ChannelClosed
+from .chromium import Launched, NavigationFailed, Page, PageGone, ScriptError, launch
+
+logger = logging.getLogger("lkpool.proc")
+
+WATCHDOG_PERIOD = 0.5
+VERSION = "lkpool-chromium/1"
+
+# exception raised by a handler -> Result.code (first match wins; order = most specific first)
+ERROR_CODES: list[tuple[type[BaseException], str]] = [
+    (PageGone, "no_such_page"),
+    (KeyError, "no_such_page"),
+    (NavigationFailed, "navigation_failed"),
+    (ScriptError, "page_error"),
+    (ValueError, "invalid_argument"),
+    (CDPTimeout, "timeout"),
+    (TimeoutError, "timeout"),
+    (CDPClosed, "crashed"),
+    (CDPError, "page_error"),
+]
+
+
+def resolve_capture(setting: str) -> str:
+    """settings.capture -> the mode this machine can do; a fallback is logged once."""
+    if setting == "screencast":
+        return "screencast"
+    if shutil.which("Xvfb"):
+        return "x11"
+    if setting == "x11":
+        logger.warning("CAPTURE=x11 but Xvfb is not installed: using screencast "
+                       "(apt-get install xvfb for x11 capture)")
+    else:
+        logger.info("Xvfb not found: capturing with the CDP screencast")
+    return "screencast"
+
+
+@dataclass
+class PageState:
+    page: Page
+    out: FrameOut
+    capture: Any
+    native: bool  # the x11 page on screen (no emulation at the screen size)
+
+
+def _check_size(width: int, height: int, framerate: int | None = None) -> None:
+    if not (0 < width <= 16384 and 0 < height <= 16384):
+        raise ValueError(f"page size {width}x{height} is out of range")
+    if framerate is not None and not 0 < framerate <= MAX_FRAMERATE:
+        raise ValueError(f"framerate {framerate} is not in 1..{MAX_FRAMERATE}")
+
+
+class Child:
+    def __init__(self, channel: Channel, settings: Settings, profile_dir: str,
+                 port: int) -> None:
+        self.channel = channel
+        self.settings = settings
+        self.profile_dir = profile_dir
+        self.port = port
+        self.mode = resolve_capture(settings.capture)
+        self.pages: dict[int, PageState] = {}
+        self.spare_target: str | None = None  # the tab no page uses (first tab, last closed)
+        self.first_page: int | None = None
+        self.launched: Launched | None = None
+        self.cdp: CDPConnection | None = None
+        self.audio: AudioSink | None = None
+        self.exit_code = 0
+        self.stopping = asyncio.Event()
+        self.parent_gone = False
+        self._tasks: set[asyncio.Task] = set()
+        self.handlers = {
+            p.CreatePage: self.create_page, p.ClosePage: self.close_page,
+            p.Navigate: lambda m: self.page(m).navigate(m.url),
+            p.GoBack: lambda m: self.page(m).history_step(-1),
+            p.GoForward: lambda m: self.page(m).history_step(+1),
+            p.Reload: lambda m: self.page(m).reload(),
+            p.Resize: self.resize, p.SetFramerate: self.set_framerate,
+            p.MouseMove: lambda m: self.page(m).mouse_move(m.x, m.y, m.mouse_leave,
+                                                          m.modifiers),
+            p.MouseClick: lambda m: self.page(m).mouse_click(
+                m.x, m.y, m.button, m.mouse_up, m.click_count, m.modifiers),
+            p.MouseWheel: lambda m: self.page(m).mouse_wheel(m.x, m.y, m.delta_x, m.delta_y,
+                                                            m.modifiers),
+            p.KeyEvent: lambda m: self.page(m).key(
+                m.type, m.modifiers, m.windows_key_code, m.native_key_code, m.character,
+                m.key, m.code, m.text),
+            p.Focus: lambda m: self.page(m).focus(m.set_focus),
+            p.Evaluate: self.evaluate, p.Ping: self.ping, p.Shutdown: self.shutdown,
+        }
+
+    # ---- start-up ------------------------------------------------------------------------
+    async def start(self) -> None:
+        size = (self.settings.width, self.settings.height)
+        if self.settings.audio:
+            self.audio = await asyncio.to_thread(AudioSink.open)
+        else:
+            logger.info("audio off (AUDIO=false)")
+        env = self.audio.env if self.audio else {}
+        self.launched = await launch(self.settings, self.profile_dir, self.port, self.mode,
+                                     size, env)
+        self.cdp = await CDPConnection.connect(self.launched.ws_url)
+        self.cdp.on("disconnected", lambda reason: self.crashed(f"devtools closed: {reason}"))
+        self.cdp.on("Target.targetDestroyed", lambda prm, _s: self._target_gone(
+            prm.get("targetId"), "closed"))
+        self.cdp.on("Target.targetCrashed", lambda prm, _s: self._target_gone(
+            prm.get("targetId"), "crashed"))
+        await self.cdp.send("Target.setDiscoverTargets", {"discover": True})
+        targets = (await self.cdp.send("Target.getTargets"))["targetInfos"]
+        self.spare_target = next((t["targetId"] for t in targets if t["type"] == "page"), None)
+        version = (await self.cdp.send("Browser.getVersion")).get("product", VERSION)
+        if self.audio is not None:
+            await self.audio.start(self._on_audio)
+        self.channel.send(p.ContextReady(
+            self.launched.debugging_port, self.launched.browser.pid, self.mode,
+            self.launched.display, self.audio.name if self.audio else "", version))
+
+    # ---- commands ------------------------------------------------------------------------
+    def page(self, msg: Any) -> Page:
+        state = self.pages.get(msg.page_id)
+        if state is None:
+            raise PageGone(f"no page {msg.page_id}")
+        return state.page
+
+    async def create_page(self, m: p.CreatePage) -> None:
+        if m.page_id in self.pages:
+            raise ValueError(f"page {m.page_id} exists already")
+        _check_size(m.width, m.height, m.framerate)
+        assert self.cdp is not None and self.launched is not None
+        native = self.mode == "x11" and self.spare_target is not None and not self.pages
+        if native and (m.width > self.launched.screen[0] or m.height > self.launched.screen[1]):
+            raise ValueError(f"{m.width}x{m.height} does not fit the x11 screen "
+                             f"{self.launched.screen[0]}x{self.launched.screen[1]}")
+        if self.spare_target is not None:
+            target, self.spare_target = self.spare_target, None
+        else:  # in kiosk mode a background tab keeps the on-screen one in front
+            target = (await self.cdp.send("Target.createTarget", {
+                "url": "about:blank", "background": self.mode == "x11"}))["targetId"]
+        buffers = ChildFrameBuffers(m.shm_names, m.width, m.height, generation=0)
+        try:
+            page = await Page.attach(self.cdp, m.page_id, target,
+                                     lambda kind, value: self._page_event(m.page_id, kind, value))
+            await page.set_size(m.width, m.height, self.launched.screen if native else None)
+            out = FrameOut(m.page_id, buffers, m.shm_names, self._send)
+            mode = "x11" if native else "screencast"
+            capture = CAPTURES[mode](out, m.framerate, display=self.launched.display, page=page)
+        except BaseException:
+            buffers.close()
+            raise
+        self.pages[m.page_id] = PageState(page, out, capture, native)
+        if self.first_page is None:
+            self.first_page = m.page_id
+        if m.url:
+            self._spawn(self._initial_load(page, m.url))
+
+    async def _initial_load(self, page: Page, url: str) -> None:
+        try:
+            await page.navigate(url)
+        except Exception as exc:  # creation succeeded; a bad first URL is only logged
+            logger.warning("page %d: initial load of %s failed: %s", page.id, url, exc)
+
+    async def close_page(self, m: p.ClosePage) -> None:
+        state = self.pages.get(m.page_id)
+        if state is None:
+            raise PageGone(f"no page {m.page_id}")
+        await self._drop_page(m.page_id)
+        assert self.cdp is not None
+        if not self.pages and self.spare_target is None:
+            # closing the last tab would quit Chromium: keep it blank for the next page
+            try:
+                await self.cdp.send("Page.navigate", {"url": "about:blank"},
+                                    session_id=state.page.session)
+                await self.cdp.send("Target.detachFromTarget", {"sessionId": state.page.session})
+                self.spare_target = state.page.target_id
+            except CDPError:
+                pass
+        else:
+            try:
+                await self.cdp.send("Target.closeTarget", {"targetId": state.page.target_id})
+            except CDPError:
+                pass
+        self._send(p.PageClosed(m.page_id, "closed"))
+
+    async def resize(self, m: p.Resize) -> None:
+        state = self.pages.get(m.page_id)
+        if state is None:
+            raise PageGone(f"no page {m.page_id}")
+        _check_size(m.width, m.height)
+        assert self.launched is not None
+        screen = self.launched.screen
+        if state.native and (m.width > screen[0] or m.height > screen[1]):
+            raise ValueError(f"{m.width}x{m.height} does not fit the x11 screen "
+                             f"{screen[0]}x{screen[1]}")
+        buffers = ChildFrameBuffers(m.shm_names, m.width, m.height, generation=m.generation)
+        old = state.out.buffers
+        await state.page.set_size(m.width, m.height, screen if state.native else None)
+        state.out = FrameOut(m.page_id, buffers, m.shm_names, self._send)
+        state.capture.switch(state.out)
+        old.close()
+
+    async def set_framerate(self, m: p.SetFramerate) -> None:
+        if not 0 < m.framerate <= MAX_FRAMERATE:
+            raise ValueError(f"framerate {m.framerate} is not in 1..{MAX_FRAMERATE}")
+        state = self.pages.get(m.page_id)
+        if state is None:
+            raise PageGone(f"no page {m.page_id}")
+        state.capture.set_framerate(m.framerate)
+
+    async def evaluate(self, m: p.Evaluate) -> str:
+        return json.dumps(await self.page(m).evaluate(m.expression))
+
+    async def ping(self, m: p.Ping) -> str:
+        assert self.cdp is not None
+        return (await self.cdp.send("Browser.getVersion", timeout=5.0)).get("product", "")
+
+    async def shutdown(self, m: p.Shutdown) -> None:
+        asyncio.get_running_loop().call_soon(self.stopping.set)
+
+    def release_paint(self, m: p.ReleasePaint) -> None:
+        state = self.pages.get(m.page_id)
+        if state is not None and state.out.buffers.generation == m.generation:
+            state.out.buffers.release(m.buffer_id)
+
+    async def _answer(self, msg: Any) -> None:
+        error = code = value = ""
+        try:
+            result = await self.handlers[type(msg)](msg)
+            value = result if isinstance(result, str) else ""
+        except Exception as exc:
+            code = next((c for kind, c in ERROR_CODES if isinstance(exc, kind)), "page_error")
+            error = str(exc) or type(exc).__name__
+            if code == "page_error" and not isinstance(exc, (CDPError, ScriptError)):
+                logger.exception("%s failed", type(msg).__name__)
+        self._send(p.Result(msg.req, error, code, value))
+
+    # ---- events --------------------------------------------------------------------------
+    def _send(self, msg: p.Message) -> None:
+        if not self.channel.closed:
+            try:
+                self.channel.send(msg)
+            except ChannelClosed:
+                pass
+
+    def _page_event(self, page_id: int, kind: str, value: str) -> None:
+        make = {"url": p.UrlChanged, "title": p.TitleChanged, "cursor": p.CursorChanged}
+        if kind == "closed":
+            self._spawn(self._drop_page(page_id))
+            self._send(p.PageClosed(page_id, value))
+        else:
+            self._send(make[kind](page_id, value))
+
+    def _target_gone(self, target_id: str | None, reason: str) -> None:
+        for state in list(self.pages.values()):
+            if state.page.target_id == target_id:
+                state.page.mark_closed(reason)
+
+    async def _drop_page(self, page_id: int) -> None:
+        state = self.pages.pop(page_id, None)
+        if state is None:
+            return
+        state.page.detach_listeners()
+        await state.capture.aclose()
+        state.out.buffers.close()
+        if self.first_page == page_id:
+            self.first_page = None
+
+    def _on_audio(self, pts: int, pcm: bytes) -> None:
+        if self.first_page is not None:
+            self._send(p.Audio(self.first_page, pts, 48000, 2, 480, pcm))
+
+    def crashed(self, detail: str) -> None:
+        if self.stopping.is_set():
+            return
+        logger.error("browser gone: %s", detail)
+        self._send(p.Fatal("crashed", detail))
+        self.exit_code = 3
+        self.stopping.set()
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("task failed", exc_info=task.exception())
+
+    # ---- loops ---------------------------------------------------------------------------
+    async def read_commands(self) -> None:
+        try:
+            while True:
+                msg = await self.channel.recv()
+                if isinstance(msg, p.ReleasePaint):
+                    self.release_paint(msg)
+                elif type(msg) in self.handlers:
+                    self._spawn(self._answer(msg))
+                else:
+                    logger.error("unexpected message %s", type(msg).__name__)
+        except ChannelClosed:
+            logger.info("parent closed the duplex")
+            self.parent_gone = True
+            self.stopping.set()
+
+    async def watchdog(self) -> None:
+        """Parent replaced (ppid changed) or browser/Xvfb exited -> stop."""
+        ppid = os.getppid()
+        while True:
+            await asyncio.sleep(WATCHDOG_PERIOD)
+            if os.getppid() != ppid:
+                logger.warning("parent %d is gone", ppid)
+                self.parent_gone = True
+                self.stopping.set()
+                return
+            launched = self.launched
+            if launched is None:
+                continue
+            if launched.browser.poll() is not None:
+                self.crashed(f"chromium exited with code {launched.browser.returncode}")
+                return
+            if launched.xvfb is not None and launched.xvfb.poll() is not None:
+                self.crashed(f"Xvfb exited with code {launched.xvfb.returncode}")
+                return
+
+    async def serve(self) -> int:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
+        loop.add_signal_handler(signal.SIGINT, self.stopping.set)
+        reader = loop.create_task(self.read_commands(), name="commands")
+        watchdog = loop.create_task(self.watchdog(), name="watchdog")
+        try:
+            start = loop.create_task(self.start(), name="start")
+            stop = loop.create_task(self.stopping.wait())
+            await asyncio.wait({start, stop}, timeout=self.settings.start_timeout + 10,
+                               return_when=asyncio.FIRST_COMPLETED)
+            if not start.done():
+                start.cancel()
+                if not self.stopping.is_set():
+                    raise BrowserStartError("the browser did not start in time")
+            elif start.exception() is not None:
+                raise start.exception()
+            await self.stopping.wait()
+        except Exception as exc:
+            detail = str(exc) if isinstance(exc, BrowserStartError) else f"{exc!r}"
+            logger.error("start failed: %s", detail)
+            self._send(p.Fatal("browser_start_failed", detail))
+            self.exit_code = 2
+        finally:
+            await self.close(reader, watchdog)
+        return self.exit_code
+
+    async def close(self, *loops: asyncio.Task) -> None:
+        """The shutdown script, in order."""
+        # 1. stop taking commands and watching; answers already queued still go out below
+        for task in loops:
+            task.cancel()
+        # 2. stop every capture first: nothing may write into shared memory after this
+        for page_id in list(self.pages):
+            try:
+                await self._drop_page(page_id)
+            except Exception:
+                logger.exception("closing page %d", page_id)
+        # 3. the rest of the command tasks (their Results may still be sent)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, *loops, return_exceptions=True)
+        # 4. DevTools, then audio (only we can unload our sink), then the processes
+        if self.cdp is not None:
+            await self.cdp.close()
+        if self.audio is not None:
+            await self.audio.aclose()
+        if self.launched is not None:
+            await asyncio.to_thread(self.launched.stop)
+        kill_group()
+        # 5. flush what we still have to say, then close the duplex
+        if not self.parent_gone:
+            try:
+                await asyncio.wait_for(self.channel.drain(), 2)
+            except (ChannelClosed, TimeoutError):
+                pass
+        self.channel.close()
+
+
+def kill_group() -> None:
+    """SIGKILLs every other process of our group (Chromium helpers, Xvfb, parec); repeated
+    because a dying Chromium may still fork."""
+    me, group = os.getpid(), os.getpgid(0)
+    for _ in range(20):
+        others = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) == me:
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == group and fields[0] != "Z":
+                others.append(int(entry))
+        if not others:
+            return
+        for pid in others:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.05)
+
+
+def _setup_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(), stream=sys.stderr, force=True,
+        format=f"%(asctime)s child[{os.getpid()}] %(name)s %(levelname)s %(message)s")
+
+
+def run(sock: socket.socket, settings: Settings, profile_dir: str,
+        remote_debugging_port: int) -> None:
+    """Spawn target: serves one instance until Shutdown, parent loss, crash or SIGTERM."""
+    os.setpgid(0, 0)
+    _setup_logging(settings)
+
+    async def main() -> int:
+        channel = await Channel.open(sock)
+        return await Child(channel, settings, profile_dir, remote_debugging_port).serve()
+
+    try:
+        code = asyncio.run(main())
+    finally:
+        kill_group()
+    sys.exit(code)
