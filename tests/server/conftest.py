@@ -1,0 +1,84 @@
+"""The shared helper of the server tests: `run_server(settings)` starts the real app (real
+pool, real Chromium) on 127.0.0.1 with an ephemeral port, waits for the warm floor, and tears
+everything down (pool included) on exit."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from lkpool.config import Settings
+from lkpool.pool import Pool
+from lkpool.server.app import create_app
+from lkpool.server.appkeys import POOL
+
+
+@dataclass
+class Server:
+    base: str
+    app: web.Application
+    http: aiohttp.ClientSession
+
+    @property
+    def pool(self) -> Pool:
+        return self.app[POOL]
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+    async def allocate(self, **params: Any) -> dict[str, Any]:
+        """POST /browser with query parameters; asserts 200 and returns the JSON."""
+        async with self.http.post(self.url("/browser"), params=params) as resp:
+            body = await resp.json()
+            assert resp.status == 200, body
+            return body
+
+    async def json(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
+        async with self.http.request(method, self.url(path), **kwargs) as resp:
+            return resp.status, await resp.json(content_type=None)
+
+
+async def wait_until(predicate: Callable[[], Any], timeout: float = 30.0,
+                     what: str = "condition") -> Any:
+    """Polls `predicate` until it is truthy: a bounded wait, not a timed assertion."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def run_server(settings: Settings, *, ready: bool = True) -> AsyncIterator[Server]:
+    app = create_app(settings)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        async with aiohttp.ClientSession() as http:
+            server = Server(f"http://127.0.0.1:{port}", app, http)
+            if ready:
+                await server.pool.wait_ready()
+            yield server
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+def small(settings: Settings) -> Settings:
+    """Test settings for the server: small pages, no audio, quick health checks."""
+    return settings.replace(width=320, height=240, framerate=10, audio=False,
+                            health_check_interval=0.5, acquire_timeout=2.0)

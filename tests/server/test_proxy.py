@@ -1,0 +1,77 @@
+"""The DevTools proxy: Playwright through it, DevTools' URLs rewritten, escapes refused."""
+
+from __future__ import annotations
+
+import aiohttp
+from playwright.async_api import async_playwright
+from yarl import URL
+
+from tests.server.conftest import run_server
+from tests.support.pages import serve_pages
+
+PAGE = "<title>proxied</title><body style='background:#0f0'><p id=p>hello</p></body>"
+
+
+async def test_playwright_and_escapes(small) -> None:
+    """Playwright's connect_over_cdp works through the proxy (goto, evaluate, screenshot),
+    and no path, encoding or Host header gets the proxy anywhere but its own instance."""
+    async with serve_pages({"/page": PAGE}) as site, run_server(small) as srv:
+        body = await srv.allocate(timeout=120)
+        sid = body["session_id"]
+
+        async with async_playwright() as pw:
+            browser = await pw.chromium.connect_over_cdp(body["proxy_url"], timeout=30_000)
+            try:
+                page = browser.contexts[0].pages[0]
+                await page.goto(f"{site}/page")
+                assert await page.title() == "proxied"
+                assert await page.evaluate("document.getElementById('p').textContent") == "hello"
+                shot = await page.screenshot()
+                assert shot.startswith(b"\x89PNG")
+            finally:
+                await browser.close()
+        assert srv.pool.get(sid).active  # Playwright's close did not end the lease
+        async with srv.http.get(srv.url("/metrics")) as resp:
+            assert 'lkpool_proxied_messages_total{direction="to_client"}' in await resp.text()
+
+        # /json/new by GET is sent as PUT (Chromium refuses GET) and comes back rewritten
+        status, target = await srv.json("GET", f"/session/{sid}/json/new?about:blank")
+        assert status == 200 and f"/session/{sid}/devtools/page/" in target["webSocketDebuggerUrl"]
+        async with srv.http.get(srv.url(f"/session/{sid}/json/close/{target['id']}")) as resp:
+            assert resp.status == 200 and "closing" in await resp.text()
+
+        refused = {
+            f"/session/{sid}/json/..%2F..%2Fjson": 400,
+            f"/session/{sid}/json%2Fversion": 400,
+            f"/session/{sid}/devtools/page/%2e%2e": 400,
+            f"/session/{sid}/json/a\\b": 400,
+            f"/session/{sid}/json//version": 400,
+            f"/session/{sid}/json/@127.0.0.1:1/": 400,
+            f"/session/{sid}/json/http:/evil.example/": 400,
+            f"/session/{sid}/etc/passwd": 404,
+            f"/session/{sid}/": 404,
+            f"/session/{sid}/devtools": 404,
+        }
+        for path, expected in refused.items():
+            async with srv.http.get(URL(srv.url(path), encoded=True)) as resp:
+                err = await resp.json(content_type=None)
+                assert resp.status == expected and "error" in err, (path, resp.status, err)
+        # an odd Host header cannot end up in the URLs the proxy hands back
+        status, err = await srv.json("GET", f"/session/{sid}/json/list",
+                                     headers={"Host": "evil.example/x?"})
+        assert status == 400
+        # a WebSocket to anything but a DevTools target is refused before it upgrades
+        for path in (f"/session/{sid}/json/version", f"/session/{sid}/devtools/page/a.b/c"):
+            try:
+                async with srv.http.ws_connect(srv.url(path)):
+                    raise AssertionError(f"{path} upgraded")
+            except aiohttp.WSServerHandshakeError as exc:
+                assert exc.status in (400, 404), path
+        # a page target of the instance is reachable by its id, through the proxy only
+        status, targets = await srv.json("GET", f"/session/{sid}/json/list")
+        page_ws = next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page")
+        async with srv.http.ws_connect(page_ws) as ws:
+            await ws.send_json({"id": 1, "method": "Runtime.evaluate",
+                                "params": {"expression": "location.href", "returnByValue": True}})
+            reply = await ws.receive_json(timeout=15)
+            assert reply["result"]["result"]["value"] == f"{site}/page"
