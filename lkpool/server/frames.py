@@ -100,6 +100,21 @@ class Broadcaster:
     def _attach(self) -> None:
         self._paint_id = self.page.on("paint", self._on_paint)
         self._closed_id = self.page.on("closed", self._on_closed)
+        self._seed()
+
+    def _seed(self) -> None:
+        """Starts from the page's current image: a still page may not paint again for long.
+
+        `last_frame` is the page's full current frame (BGRA VideoFrame). Until BrowserPage
+        exposes it publicly, its private `_frame` is read (only after a first paint)."""
+        frame = getattr(self.page, "last_frame", None)
+        if frame is None and getattr(self.page, "frames", 0) > 0:
+            frame = getattr(self.page, "_frame", None)
+        if frame is None or not frame.width or not frame.height:
+            return
+        self.sequence = self._next_sequence()
+        data = bytes(frame.data[: frame.width * frame.height * 4])
+        self.latest = Frame(self.sequence, frame.width, frame.height, time.time_ns(), data)
 
     def _detach(self) -> None:
         for cb_id in (self._paint_id, self._closed_id):
@@ -107,10 +122,15 @@ class Broadcaster:
                 self.page.off(cb_id)
         self._paint_id = self._closed_id = None
 
+    def _next_sequence(self) -> int:
+        """The page's own paint count when it has one, so sequences agree across viewers."""
+        count = getattr(self.page, "frames", None)
+        return count if isinstance(count, int) and count > self.sequence else self.sequence + 1
+
     def _on_paint(self, paint: Any) -> None:
         width, height = paint.width, paint.height
         data = bytes(paint.frame.data[: width * height * 4])
-        self.sequence += 1
+        self.sequence = self._next_sequence()
         self.latest = Frame(self.sequence, width, height,
                             _wall_ns(getattr(paint, "captured_ns", None)), data)
         self._wake()

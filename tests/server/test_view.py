@@ -1,0 +1,108 @@
+"""The live view and the lease list, driven in a real Chromium by Playwright."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from typing import Any
+
+import aiohttp
+import pytest
+import simplejpeg
+from playwright.async_api import async_playwright
+
+from tests.server.conftest import run_server
+from tests.support.pages import serve_pages
+
+pytestmark = pytest.mark.timeout(120)
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+BUTTON = """<html><body style='margin:0;background:#0000ff'>
+<button id=b style='position:absolute;left:100px;top:80px;width:120px;height:80px'
+ onclick="window.clicked = true; document.body.style.background = '#00ff00'">go</button>
+</body></html>"""
+
+
+async def _evaluate(http: aiohttp.ClientSession, base: str, sid: str, expr: str) -> Any:
+    """CDP Runtime.evaluate on the lease's page, through the server's DevTools proxy."""
+    async with http.get(f"{base}/session/{sid}/json/list") as resp:
+        targets = await resp.json()
+    ws_url = next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page")
+    async with http.ws_connect(ws_url) as ws:
+        await ws.send_json({"id": 1, "method": "Runtime.evaluate",
+                            "params": {"expression": expr, "returnByValue": True}})
+        while (msg := await ws.receive_json(timeout=10)).get("id") != 1:
+            pass
+    return msg["result"]["result"].get("value")
+
+
+async def test_view_shows_and_drives_the_page(settings, tmp_path) -> None:
+    """A click in the view reaches the page, the view shows its pixels, the list links to it,
+    and the view says when the lease ends."""
+    small = settings.replace(width=320, height=240, framerate=30, max_instances=1, audio=False)
+    async with serve_pages({"/button": BUTTON}) as site, run_server(small) as server, \
+            async_playwright() as pw:
+        lease = await server.pool.acquire(60, url=site + "/button")
+        sid = lease.session_id
+        for _ in itertools.repeat(None, 200):
+            if await lease.page.evaluate("location.pathname") == "/button":
+                break
+            await asyncio.sleep(0.05)
+        browser = await pw.chromium.launch(executable_path="/usr/bin/chromium",
+                                           args=CHROMIUM_ARGS)
+        try:
+            # the view's CSP forbids eval, which Playwright's wait_for_function needs
+            context = await browser.new_context(viewport={"width": 800, "height": 600},
+                                                bypass_csp=True)
+            view = await context.new_page()
+            await view.goto(f"{server.base}/session/{sid}/view")
+            await view.wait_for_function("window.lkview.frames > 0", timeout=20_000)
+            canvas = view.locator("#screen")
+
+            async def centre_pixel() -> tuple[int, int, int]:
+                shot = await canvas.screenshot(type="jpeg", quality=95)
+                rgb = simplejpeg.decode_jpeg(shot)
+                h, w = rgb.shape[:2]
+                return tuple(int(v) for v in rgb[h // 8, w // 8])  # beside the button
+
+            await wait_until_async(lambda: _is(centre_pixel(), (0, 0, 255)), "blue page in view")
+
+            box = await canvas.bounding_box()
+            assert box is not None
+            # the button's centre in page pixels -> where it is on the (maybe scaled) canvas
+            x = box["x"] + 160 * box["width"] / 320
+            y = box["y"] + 120 * box["height"] / 240
+            await view.mouse.click(x, y)
+            await wait_until_async(
+                lambda: _evaluate(server.http, server.base, sid, "window.clicked === true"),
+                "the click to reach the page")
+            await wait_until_async(lambda: _is(centre_pixel(), (0, 255, 0)), "green in view")
+
+            listing = await context.new_page()
+            await listing.goto(server.base + "/")
+            link = listing.locator(f"a[href='/session/{sid}/view']")
+            await link.wait_for(timeout=10_000)
+
+            await server.pool.release(sid)
+            await view.wait_for_function("window.lkview.ended", timeout=10_000)
+            text = await view.locator("#ended").inner_text()
+            assert "ended" in text and "released" in text
+        finally:
+            await browser.close()
+
+
+async def _is(pixel_coro, want: tuple[int, int, int]) -> bool:
+    pixel = await pixel_coro
+    return all(abs(a - b) < 40 for a, b in zip(pixel, want, strict=True))
+
+
+async def wait_until_async(make, what: str, timeout: float = 20.0) -> None:
+    """Awaits `make()` until it is truthy, bounded (not a timed assertion)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await make():
+        if loop.time() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        await asyncio.sleep(0.1)
