@@ -267,10 +267,29 @@ class Page:
             self.emit("title", title)
 
     # -- navigation --
-    async def navigate(self, url: str) -> None:
-        res = await self.call("Page.navigate", {"url": url})
-        if res.get("errorText"):
-            raise NavigationFailed(f"{url}: {res['errorText']}")
+    async def navigate(self, url: str, load_timeout: float = 10.0) -> None:
+        """Answers once the new document fired `load` (as Playwright's goto does), so the
+        caller's next input meets the page's scripts; a page that never finishes loading
+        is not an error, it just stops the wait after `load_timeout`."""
+        loaded = asyncio.get_running_loop().create_future()
+
+        def on_load(_params: dict, session_id: str | None) -> None:
+            if session_id == self.session and not loaded.done():
+                loaded.set_result(None)
+
+        listener = self.cdp.on("Page.loadEventFired", on_load)
+        try:
+            res = await self.call("Page.navigate", {"url": url})
+            if res.get("errorText"):
+                raise NavigationFailed(f"{url}: {res['errorText']}")
+            if res.get("loaderId"):  # a new document (not a same-document change)
+                try:
+                    await asyncio.wait_for(loaded, load_timeout)
+                except TimeoutError:
+                    logger.info("page %d: %s still loading after %.0f s", self.id, url,
+                                load_timeout)
+        finally:
+            self.cdp.off(listener)
 
     async def history_step(self, step: int) -> None:
         """Back (-1) or forward (+1); a no-op at either end, as in a browser."""

@@ -1,0 +1,78 @@
+"""Fixtures for the child tests: one instance shared per module (Chromium starts are the
+expensive part), its page created before any test so its buffers are not a test's leak."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from lkpool.config import Settings
+from tests.proc.harness import ChildHarness
+from tests.support import leaks
+from tests.support.pages import ANIMATED, CLICKS, TONE, serve_pages, solid
+
+# process groups of the module-scoped instances: Chromium starts renderers as pages
+# navigate, and those belong to the shared instance, not to the test that navigated
+SHARED_GROUPS: set[int] = set()
+
+
+def _in_shared_group(pid: int) -> bool:
+    try:
+        return os.getpgid(pid) in SHARED_GROUPS
+    except ProcessLookupError:
+        return False
+
+
+@pytest.fixture(autouse=True)
+def no_leaks(request: pytest.FixtureRequest, tmp_path: Path):
+    """The suite's leak check, minus processes of a shared instance's group (their end is
+    checked when the module's instance closes, and by test_child_lifecycle)."""
+    before = leaks.Snapshot.take()
+    yield
+    before.procs |= {pid for pid in leaks.descendants() if _in_shared_group(pid)}
+    problems = leaks.check(before, [tmp_path / "profiles"])
+    if problems:
+        pytest.fail("leak after test: " + "; ".join(problems), pytrace=False)
+
+CURSOR = """<html><body style='margin:0'>
+<div style='position:absolute;left:0;top:0;width:100px;height:100px;cursor:pointer'></div>
+<div style='position:absolute;left:150px;top:0;width:100px;height:100px;cursor:text'></div>
+</body></html>"""
+HASH = "<html><body><a id=a href='#part2'>x</a></body></html>"
+
+PAGES = {"/red": solid("rgb(255,0,0)"), "/blue": solid("rgb(0,0,255)"),
+         "/green": solid("rgb(0,255,0)"), "/anim": ANIMATED, "/clicks": CLICKS,
+         "/tone": TONE, "/cursor": CURSOR, "/hash": HASH}
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def site():
+    async with serve_pages(PAGES) as base:
+        yield base
+
+
+def module_settings(tmp_path_factory: pytest.TempPathFactory, **kw) -> Settings:
+    base = tmp_path_factory.mktemp("proc-profiles")
+    return Settings(chromium_profile_base_dir=str(base), **kw)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def x11(tmp_path_factory, site):
+    """One x11 instance with page 1 (320x240 at 30 fps) on the red page."""
+    async with ChildHarness(module_settings(tmp_path_factory, capture="x11")) as h:
+        SHARED_GROUPS.add(h.proc.pid)
+        await h.new_page(site + "/red", 320, 240, 30)
+        yield h
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def screencast(tmp_path_factory, site):
+    """One screencast instance (no audio) with page 1 (320x240 at 30 fps) on the blue page."""
+    settings = module_settings(tmp_path_factory, capture="screencast", audio=False)
+    async with ChildHarness(settings) as h:
+        SHARED_GROUPS.add(h.proc.pid)
+        await h.new_page(site + "/blue", 320, 240, 30)
+        yield h
