@@ -15,12 +15,21 @@ from aiohttp.typedefs import Handler
 from .appkeys import SETTINGS
 
 SESSION_PREFIX = "/session/{session_id}"
+# pages that hold no data and ask for the token themselves (the lease list at /)
+PUBLIC_PAGES = frozenset({"/"})
 
 
 def is_session_route(request: web.Request) -> bool:
     route = request.match_info.route
     resource = route.resource if route is not None else None
     return resource is not None and resource.canonical.startswith(SESSION_PREFIX)
+
+
+def is_public_page(request: web.Request) -> bool:
+    route = request.match_info.route
+    resource = route.resource if route is not None else None
+    return (request.method in ("GET", "HEAD") and resource is not None
+            and resource.canonical in PUBLIC_PAGES)
 
 
 def presented_token(request: web.Request) -> str:
@@ -34,7 +43,7 @@ def presented_token(request: web.Request) -> str:
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     token = request.app[SETTINGS].token
-    if token and not is_session_route(request):
+    if token and not is_session_route(request) and not is_public_page(request):
         if not hmac.compare_digest(presented_token(request).encode(), token.encode()):
             raise web.HTTPUnauthorized(text="a valid token is needed (?token= or "
                                             "Authorization: Bearer)",

@@ -106,3 +106,22 @@ async def wait_until_async(make, what: str, timeout: float = 20.0) -> None:
         if loop.time() > deadline:
             raise AssertionError(f"gave up waiting for {what}")
         await asyncio.sleep(0.1)
+
+
+async def test_lease_list_asks_for_the_token(settings) -> None:
+    """With TOKEN set, / still loads, asks for the token and then lists through ?token=."""
+    guarded = settings.replace(token="s3cret", num_warm=0, audio=False)
+    async with run_server(guarded) as server, async_playwright() as pw:
+        async with server.http.get(server.base + "/browsers") as resp:
+            assert resp.status == 401
+        browser = await pw.chromium.launch(executable_path="/usr/bin/chromium",
+                                           args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page()
+            await page.goto(server.base + "/")
+            await page.locator("#token").fill("s3cret")
+            await page.locator("#auth button").click()
+            await page.wait_for_url("**/?token=s3cret")
+            await page.locator("#msg", has_text="no leases").wait_for(timeout=10_000)
+        finally:
+            await browser.close()
