@@ -6,7 +6,9 @@ server and the publisher use both engines the same way. The differences, all abs
 - it has no ping, no "closed" event and no closed_reason: we watch its child process;
 - its pages have no resize, framerate change, reload, title, evaluate or Playwright-style
   click/press/type: click/press/type become its raw input events (keys from lkpool.keys),
-  reload navigates to the current URL, evaluate goes over CDP, resize raises PageError;
+  reload navigates to the current URL, evaluate goes over CDP, and resize / set_framerate
+  make a new livekit page at the new size on the current URL (it reloads) behind the same
+  CefPage, so the pool can hand a warm page out at any size;
 - its cursor is CEF's cursor enum: we turn it into a CSS cursor name;
 - its `aclose()` joins the child synchronously (up to 15 s): we close the socket and wait for
   the child asynchronously first, killing its process group after a grace period, so the
@@ -76,11 +78,11 @@ def cef_resources_dir() -> Path:
 class CefPage(EventEmitter[str]):
     """A livekit.browser page with lkpool's BrowserPage API (see the module docstring)."""
 
-    def __init__(self, inner: Any, *, url: str, width: int, height: int, framerate: int,
-                 request_timeout: float, debugging_port: int) -> None:
+    def __init__(self, ctx: CefContext, inner: Any, *, url: str, width: int, height: int,
+                 framerate: int) -> None:
         super().__init__()
-        self._inner = inner
-        self.id: int = inner.id
+        self._ctx = ctx
+        self.id: int = inner.id  # stays when a resize swaps the livekit page underneath
         self.width, self.height, self.framerate = width, height, framerate
         self.url = url
         self.title = ""
@@ -89,13 +91,29 @@ class CefPage(EventEmitter[str]):
         self.dropped = 0  # livekit.browser's child drops silently; it does not tell us
         self.closed = False
         self.close_reason: str | None = None
-        self._request_timeout = request_timeout
-        self._debugging_port = debugging_port
+        self._request_timeout = ctx.settings.request_timeout
         self.log = logging.getLogger(f"lkpool.cef.page{self.id}")
-        inner.on("paint", self._on_paint)
-        inner.on("audio", lambda data: self.emit("audio", data))
-        inner.on("url_changed", self._on_url)
-        inner.on("cursor_changed", self._on_cursor)
+        self._forward = {"paint": self._on_paint, "audio": self._on_audio,
+                         "url_changed": self._on_url, "cursor_changed": self._on_cursor}
+        self._attach(inner)
+
+    @property
+    def context(self) -> CefContext:
+        return self._ctx
+
+    def _attach(self, inner: Any) -> None:
+        self._inner = inner
+        for event, cb in self._forward.items():
+            inner.on(event, cb)
+
+    def _detach(self) -> Any:
+        inner = self._inner
+        for event, cb in self._forward.items():
+            inner.off(event, cb)
+        return inner
+
+    def _on_audio(self, data: Any) -> None:
+        self.emit("audio", data)
 
     def _on_paint(self, data: Any) -> None:
         # livekit's PaintData is a plain dataclass made per paint: add the field ours has
@@ -184,17 +202,36 @@ class CefPage(EventEmitter[str]):
         await self._strokes(keys.type_text(text))
 
     async def resize(self, width: int, height: int) -> None:
-        raise errors.PageError("the cef engine cannot resize a page (livekit.browser has no "
-                               "resize message); open a new page at the size you need")
+        """livekit.browser has no resize message: the page is made again at the new size on
+        the current URL (so it reloads). Paints then come at the new size."""
+        from .context import check_size
+        check_size(width, height)
+        await self._remake(width, height, self.framerate)
 
     async def set_framerate(self, fps: int) -> None:
-        raise errors.PageError("the cef engine cannot change a page's framerate")
+        """As resize: the page is made again at the new framerate (so it reloads)."""
+        from .context import check_framerate
+        check_framerate(fps)
+        await self._remake(self.width, self.height, fps)
+
+    async def _remake(self, width: int, height: int, framerate: int) -> None:
+        self._check_open()
+        if (width, height, framerate) == (self.width, self.height, self.framerate):
+            return
+        new = await self._ctx._new_inner(self.url, width, height, framerate)
+        old = self._detach()
+        self._attach(new)
+        self.width, self.height, self.framerate = width, height, framerate
+        try:
+            await asyncio.wait_for(old.aclose(), self._request_timeout)
+        except TimeoutError:
+            old._cleanup_shm()
 
     async def evaluate(self, expression: str) -> Any:
         """Runtime.evaluate over CEF's own DevTools endpoint (CEF serves CDP like Chromium)."""
         self._check_open()
         import aiohttp
-        base = f"http://127.0.0.1:{self._debugging_port}"
+        base = f"http://127.0.0.1:{self._ctx.remote_debugging_port}"
         try:
             async with aiohttp.ClientSession(
                     timeout=aiohttp.ClientTimeout(total=self._request_timeout)) as http:
@@ -338,18 +375,25 @@ class CefContext(EventEmitter[str]):
         s = self.settings
         width, height = width or s.width, height or s.height
         framerate = framerate or s.framerate
+        page = CefPage(self, await self._new_inner(url, width, height, framerate), url=url,
+                       width=width, height=height, framerate=framerate)
+        self._pages[page.id] = page
+        return page
+
+    async def _new_inner(self, url: str, width: int, height: int, framerate: int) -> Any:
+        """A livekit.browser page: its shm, its CreateBrowserRequest, its creation awaited."""
+        from .context import check_framerate, check_size
+        check_size(width, height)
+        check_framerate(framerate)
         try:
             inner = await asyncio.wait_for(self._inner.new_page(
-                url=url, width=width, height=height, framerate=framerate), s.request_timeout)
+                url=url, width=width, height=height, framerate=framerate),
+                self.settings.request_timeout)
         except TimeoutError as exc:
             raise errors.RequestTimeout("cef did not create the page in time") from exc
         if not self.alive:  # livekit resolves the creation future when the child dies
             raise errors.InstanceCrashed("the cef process ended while creating a page")
-        page = CefPage(inner, url=url, width=width, height=height, framerate=framerate,
-                       request_timeout=s.request_timeout,
-                       debugging_port=self.remote_debugging_port)
-        self._pages[page.id] = page
-        return page
+        return inner
 
     async def ping(self, timeout: float | None = None) -> None:
         # livekit.browser has no ping message: a live child with an open socket is healthy

@@ -97,7 +97,7 @@ def test_cef_without_binaries_fails_at_start_up_naming_the_script(no_cef, settin
 
 async def test_cef_engine_paints_navigates_and_takes_input(cef_standin, settings):
     """Through engines.create_context: livekit.browser's child paints a known colour into
-    shared memory, navigation and input cross the socket, and aclose leaves nothing."""
+    shared memory, navigation, input and a resize cross the socket, aclose leaves nothing."""
     ctx = engines.create_context(cef_settings(settings))
     closed = []
     ctx.on("closed", closed.append)
@@ -126,8 +126,12 @@ async def test_cef_engine_paints_navigates_and_takes_input(cef_standin, settings
                           ["mouse_click", 5, 6, 2, True, 1]]
     assert ["key", 3, 0, 65, 0, ord("a")] in inputs  # the CHAR event that types 'a'
 
-    with pytest.raises(errors.PageError, match="cannot resize"):
-        await page.resize(320, 240)
+    # livekit.browser cannot resize: the adapter makes a new page at the size, same URL
+    await page.resize(320, 240)
+    px, w, h = await next_paint(page, lambda px: True)
+    assert (px, w, h, page.width) == ((0, 255, 0, 255), 320, 240, 320)
+    with pytest.raises(errors.InvalidArgument):
+        await page.resize(0, 240)
 
     await ctx.aclose()
     await ctx.aclose()  # idempotent
@@ -148,3 +152,16 @@ async def test_cef_child_death_ends_the_instance_as_crashed(cef_standin, setting
     with pytest.raises(errors.InstanceCrashed):
         await ctx.ping()
     await ctx.aclose()
+
+
+async def test_pool_leases_cef_pages_at_any_size(cef_standin, settings):
+    """lkpool's Pool on ENGINE=cef: a lease asking for another size and a URL gets a page
+    painting that URL's colour at that size; closing the pool leaves nothing behind."""
+    from lkpool.pool import Pool
+
+    s = cef_settings(settings).replace(num_warm=1, max_instances=1, width=160, height=120)
+    async with Pool(s) as pool:
+        await pool.wait_ready()
+        async with pool.lease(30, url="about:blank#0000ff", width=200, height=100) as lease:
+            px, w, h = await next_paint(lease.page, lambda px: px == (255, 0, 0, 255))
+            assert (w, h) == (200, 100) and lease.context.capture == "cef"
