@@ -38,8 +38,8 @@ async def test_lease_gets_its_page_and_a_fresh_profile_after(small) -> None:
         assert lease.end_reason == "released" and not lease.active
         with pytest.raises(UnknownSession, match="released"):
             await pool.release(lease.session_id)
-        await wait_until(lambda: first_ctx.closed_reason == "closed", what="the old instance")
-        assert not os.path.exists(first_profile)
+        await wait_until(lambda: not os.path.exists(first_profile), what="the old profile gone")
+        assert first_ctx.closed_reason == "closed"
 
         async with pool.lease(url=f"{site}/c") as second:
             assert second.context is not first_ctx
@@ -82,7 +82,8 @@ async def test_opt_in_reuse_resets_the_instance(small) -> None:
         return False
 
     async with serve_pages({"/c": COOKIE_PAGE}) as site, \
-            Pool(small.replace(max_reusable=2), check_invalid=check_invalid) as pool:
+            Pool(small.replace(max_reusable=2, max_instances=1),
+                 check_invalid=check_invalid) as pool:
         await pool.wait_ready()
         async with pool.lease(url=f"{site}/c") as first:
             await first.page.evaluate("document.cookie = 'who=first; max-age=3600'")

@@ -69,7 +69,7 @@ async def test_playwright_and_escapes(small) -> None:
                 assert exc.status in (400, 404), path
         # a page target of the instance is reachable by its id, through the proxy only
         status, targets = await srv.json("GET", f"/session/{sid}/json/list")
-        page_ws = next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page")
+        page_ws = next(t["webSocketDebuggerUrl"] for t in targets if t["url"] == f"{site}/page")
         async with srv.http.ws_connect(page_ws) as ws:
             await ws.send_json({"id": 1, "method": "Runtime.evaluate",
                                 "params": {"expression": "location.href", "returnByValue": True}})
