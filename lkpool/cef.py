@@ -285,6 +285,8 @@ class CefContext(EventEmitter[str]):
         self._inner: Any = None
         self._pages: dict[int, CefPage] = {}
         self._watch: asyncio.Task | None = None
+        self._init_task: asyncio.Task | None = None
+        self._pid: int | None = None
         self._closing = False
         self.closed_reason: str | None = None
         self.started_at = 0.0
@@ -301,9 +303,20 @@ class CefContext(EventEmitter[str]):
     def _proc(self) -> Any:
         return self._inner._proc if self._inner else None
 
+    def _running(self) -> bool:
+        proc = self._proc
+        if proc is None:
+            return False
+        try:
+            return proc.exitcode is None and proc.pid is not None
+        except ValueError:  # livekit closed the process object: the child has exited
+            return False
+
     @property
     def pid(self) -> int | None:
-        return self._proc.pid if self._proc else None
+        if self._pid is None and self._running():
+            self._pid = self._proc.pid  # kept: livekit closes the process object at the end
+        return self._pid
 
     browser_pid = pid  # CEF runs inside the child itself
 
@@ -318,8 +331,8 @@ class CefContext(EventEmitter[str]):
 
     @property
     def alive(self) -> bool:
-        return (self.closed_reason is None and self._proc is not None
-                and self._proc.exitcode is None and not self._inner._closed_event.is_set())
+        return (self.closed_reason is None and self._running()
+                and not self._inner._closed_event.is_set())
 
     @property
     def pages(self) -> list[CefPage]:
@@ -332,15 +345,14 @@ class CefContext(EventEmitter[str]):
         cef_resources_dir()  # the clear error, before spawning anything
         from livekit.browser import BrowserContext
         self._inner = BrowserContext(dev_mode=self._dev_mode, remote_debugging_port=self._port)
-        task = asyncio.ensure_future(self._inner.initialize())
-        done, _ = await asyncio.wait({task}, timeout=self.settings.start_timeout)
+        task = self._init_task = asyncio.ensure_future(self._inner.initialize())
+        try:
+            done, _ = await asyncio.wait({task}, timeout=self.settings.start_timeout)
+        except asyncio.CancelledError:
+            await self._abort_start()
+            raise
         if not done:
-            # kill first: livekit's clean-up then joins a dead child instead of waiting 15 s
-            self._kill_group()
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
-            self.closed_reason = "crashed"
+            await self._abort_start()
             raise errors.BrowserStartError(
                 f"cef did not start within {self.settings.start_timeout:g}s")
         try:
@@ -348,6 +360,7 @@ class CefContext(EventEmitter[str]):
         except Exception as exc:
             self.closed_reason = "crashed"
             raise errors.BrowserStartError(f"cef failed to start: {exc}") from exc
+        self.pid  # noqa: B018 (remembers the pid while the process object is open)
         self.started_at = time.time()
         self._watch = asyncio.create_task(self._watch_child())
         self.log.debug("cef ready pid=%s port=%s", self.pid, self.remote_debugging_port)
@@ -408,16 +421,31 @@ class CefContext(EventEmitter[str]):
         return self._inner.playwright(timeout)
 
     def _kill_group(self) -> None:
-        proc = self._proc
-        if proc is not None and proc.exitcode is None:
+        if self._running():
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)  # the child made itself a group leader
+                os.killpg(self._proc.pid, signal.SIGKILL)  # the child leads its own group
+
+    async def _abort_start(self) -> None:
+        """A start given up (timeout, cancel, aclose): kill first, so livekit's own failure
+        clean-up joins a dead child instead of blocking the loop for up to 15 s."""
+        self._kill_group()
+        task = self._init_task
+        if task is not None and not task.done():
+            task.cancel()
+        if task is not None:
+            with contextlib.suppress(BaseException):
+                await task
+        self.closed_reason = self.closed_reason or ("closed" if self._closing else "crashed")
+        self._ended.set()
 
     async def aclose(self) -> None:
         """Closes pages, then the socket; waits for the child without blocking the loop."""
         if self._closing or self._inner is None:
             return
         self._closing = True
+        if self._init_task is not None and not self._init_task.done():
+            await self._abort_start()  # closed while starting: nothing to close cleanly
+            return
         # 1. pages: each unlinks its shm even when the child no longer answers
         for page in list(self._pages.values()):
             await page.aclose()
@@ -429,7 +457,7 @@ class CefContext(EventEmitter[str]):
                 await inner._duplex.aclose()
         # 3. wait for the child asynchronously, then kill its process group
         deadline = time.monotonic() + EXIT_GRACE
-        while self._proc and self._proc.exitcode is None and time.monotonic() < deadline:
+        while self._running() and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         self._kill_group()
         # 4. livekit's own clean-up: joins the (now dead) child, removes its cache folder

@@ -165,3 +165,17 @@ async def test_pool_leases_cef_pages_at_any_size(cef_standin, settings):
         async with pool.lease(30, url="about:blank#0000ff", width=200, height=100) as lease:
             px, w, h = await next_paint(lease.page, lambda px: px == (255, 0, 0, 255))
             assert (w, h) == (200, 100) and lease.context.capture == "cef"
+
+
+async def test_cef_context_closed_while_starting_leaves_nothing(cef_standin, settings):
+    """aclose during initialize (the pool shutting down under a starting instance) ends the
+    start at once: initialize raises, closed is reported, and nothing is left running."""
+    ctx = engines.create_context(cef_settings(settings))
+    starting = asyncio.ensure_future(ctx.initialize())
+    while ctx._proc is None:  # the child is spawned: the start is under way
+        await asyncio.sleep(0.01)
+    await ctx.aclose()
+    with pytest.raises((errors.BrowserStartError, asyncio.CancelledError)):
+        await starting
+    assert not ctx.alive and ctx.closed_reason == "closed"
+    assert await ctx.wait_closed(timeout=1) == "closed"
