@@ -102,7 +102,10 @@ class _Pacer:
             if delay > 0:
                 await asyncio.sleep(delay)
             self._wake.clear()
-            self._last = loop.time()
+            # the slot of this tick: a late tick may let the next one come up to half a
+            # period early, so jitter does not make us miss every other frame of a
+            # producer running at our own rate; on average we stay at or under `fps`
+            self._last = max(self._last + self.period, loop.time() - self.period / 2)
             if not self._tick():  # could not deliver (buffers held): try again next period
                 self._wake.set()
 
