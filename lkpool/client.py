@@ -68,9 +68,9 @@ class Frame:
     height: int
     sequence: int
     captured_ns: int
-    sent_ns: int
+    ready_ns: int
     received_ns: int
-    skipped: int
+    skipped: int  # frames this stream never got so far (gaps in `sequence`)
     data: np.ndarray | bytes
 
 
@@ -125,6 +125,8 @@ class FrameStream:
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self.closed = False
         self.close_reason = ""
+        self.skipped = 0
+        self._last_sequence = 0
 
     def __aiter__(self) -> FrameStream:
         return self
@@ -152,8 +154,11 @@ class FrameStream:
             data = np.frombuffer(payload, np.uint8).reshape(header.height, header.width, 4)
         else:
             data = bytes(payload)
+        if self._last_sequence and header.sequence > self._last_sequence + 1:
+            self.skipped += header.sequence - self._last_sequence - 1
+        self._last_sequence = header.sequence
         return Frame(header.format, header.width, header.height, header.sequence,
-                     header.captured_ns, header.sent_ns, received, header.skipped, data)
+                     header.captured_ns, header.ready_ns, received, self.skipped, data)
 
     async def aclose(self) -> None:
         self.closed = True

@@ -3,9 +3,10 @@
 Why this shape: a page paints at its framerate whatever the viewers do, and a viewer on a
 slow link must never make the server buffer frames for it. So the broadcaster keeps only
 the newest frame; each viewer sends the newest one when its socket has taken the previous
-one, and counts the frames it never saw (`skipped`). Encoding is cached on the frame per
-(format, quality, size), so four JPEG viewers at the same settings cost one encode, done in
-a worker thread so the event loop keeps serving sockets.
+one, and counts the frames it never saw (`skipped`). A message (header + payload) is built
+once per frame and (format, quality, size) and the same bytes go to every viewer: four JPEG
+viewers at the same settings cost one encode, done in a worker thread so the event loop keeps
+serving sockets, and four raw viewers cost no copy beyond the one out of the page.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 import simplejpeg
 
 from ..errors import InvalidArgument
-from .header import FORMATS, FrameFormat, FrameHeader
+from .header import FORMATS, HEADER_SIZE, FrameFormat, FrameHeader
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +38,21 @@ class Frame:
     width: int
     height: int
     captured_ns: int  # Unix time
-    data: bytes
+    data: bytes | memoryview
+    message: bytearray | None = None  # header + data: the raw message, shared by viewers
     encoded: dict[EncodeKey, asyncio.Future[bytes]] = field(default_factory=dict)
+
+    @classmethod
+    def copy_of(cls, sequence: int, width: int, height: int, captured_ns: int,
+                pixels: memoryview) -> Frame:
+        """Copies the page's pixels once, straight behind room for the header, so the raw
+        message is ready without another copy."""
+        n = width * height * 4
+        buf = bytearray(HEADER_SIZE + n)
+        buf[HEADER_SIZE:] = pixels.cast("B")[:n]
+        FrameHeader(FrameFormat.RAW, width, height, sequence, captured_ns,
+                    time.time_ns()).pack_into(buf)
+        return cls(sequence, width, height, captured_ns, memoryview(buf)[HEADER_SIZE:], buf)
 
     def array(self) -> np.ndarray:
         return np.frombuffer(self.data, np.uint8).reshape(self.height, self.width, 4)
@@ -113,8 +127,8 @@ class Broadcaster:
         if frame is None or not frame.width or not frame.height:
             return
         self.sequence = self._next_sequence()
-        data = bytes(frame.data[: frame.width * frame.height * 4])
-        self.latest = Frame(self.sequence, frame.width, frame.height, time.time_ns(), data)
+        self.latest = Frame.copy_of(self.sequence, frame.width, frame.height, time.time_ns(),
+                                    frame.data)
 
     def _detach(self) -> None:
         for cb_id in (self._paint_id, self._closed_id):
@@ -128,11 +142,10 @@ class Broadcaster:
         return count if isinstance(count, int) and count > self.sequence else self.sequence + 1
 
     def _on_paint(self, paint: Any) -> None:
-        width, height = paint.width, paint.height
-        data = bytes(paint.frame.data[: width * height * 4])
         self.sequence = self._next_sequence()
-        self.latest = Frame(self.sequence, width, height,
-                            _wall_ns(getattr(paint, "captured_ns", None)), data)
+        self.latest = Frame.copy_of(self.sequence, paint.width, paint.height,
+                                    _wall_ns(getattr(paint, "captured_ns", None)),
+                                    paint.frame.data)
         self._wake()
 
     def _on_closed(self, *_: Any) -> None:
@@ -158,17 +171,26 @@ class Broadcaster:
             await asyncio.shield(self._waiter)
         return None
 
-    async def payload(self, frame: Frame, key: EncodeKey) -> bytes:
-        """The frame encoded for `key`: once per frame and key, in a worker thread."""
+    async def message(self, frame: Frame, key: EncodeKey) -> bytes | bytearray:
+        """The whole message (header + payload) of `frame` for `key`: built once per frame
+        and key, in a worker thread, and the same object sent to every viewer."""
         fmt, quality, width, height = key
-        if fmt is FrameFormat.RAW and (width, height) == (frame.width, frame.height):
-            return frame.data
+        if (fmt is FrameFormat.RAW and (width, height) == (frame.width, frame.height)
+                and frame.message is not None):
+            return frame.message
         fut = frame.encoded.get(key)
         if fut is None:
             loop = asyncio.get_running_loop()
-            fut = loop.run_in_executor(None, ENCODERS[fmt], frame, quality, width, height)
+            fut = loop.run_in_executor(None, build_message, frame, key)
             frame.encoded[key] = fut
         return await asyncio.shield(fut)
+
+
+def build_message(frame: Frame, key: EncodeKey) -> bytes:
+    fmt, quality, width, height = key
+    payload = ENCODERS[fmt](frame, quality, width, height)
+    header = FrameHeader(fmt, width, height, frame.sequence, frame.captured_ns, time.time_ns())
+    return header.pack() + payload
 
 
 class Broadcasters:
@@ -303,11 +325,7 @@ async def send_frames(send: Callable[[bytes], Any], bc: Broadcaster, opts: Frame
             next_due = max(next_due + interval, loop.time() - interval)
         if last and frame.sequence > last + 1:
             stats.skipped += frame.sequence - last - 1
-        payload = await bc.payload(frame, opts.key(frame))
-        w, h = opts.size(frame.width, frame.height)
-        header = FrameHeader(opts.format, w, h, frame.sequence, frame.captured_ns,
-                             time.time_ns(), stats.skipped)
-        await send(header.pack() + payload)
+        await send(await bc.message(frame, opts.key(frame)))
         stats.sent += 1
         last = frame.sequence
         if on_sent is not None:

@@ -14,10 +14,13 @@ same table. Little-endian, 48 bytes in version 1::
     16      8   u64   sequence      the page's frame number; gaps are frames this viewer
                                     skipped
     24      8   i64   captured_ns   when the frame was captured, Unix time in ns
-    32      8   i64   sent_ns       when the server handed it to the socket, Unix time in ns
-    40      4   u32   skipped       frames this viewer has skipped so far (slow socket or fps)
-    44      4   u32   reserved      0
+    32      8   i64   ready_ns      when the server had this message ready to send (after
+                                    any scaling/encoding), Unix time in ns
+    40      8   -     reserved      0
 
+Every field is a property of the frame and its encoding, none of one viewer: so a message
+is built once per frame and encoding and the same bytes go to every viewer (no per-viewer
+copy of a 3.6 MB raw frame). A viewer's skipped frames are the gaps in `sequence`.
 A later version may append fields; `header_size` says where the payload starts, so a
 version-1 reader keeps working.
 """
@@ -30,7 +33,7 @@ from dataclasses import dataclass
 
 MAGIC = b"LKPF"
 VERSION = 1
-_STRUCT = struct.Struct("<4sBBHIIQqqII")
+_STRUCT = struct.Struct("<4sBBHIIQqq8x")
 HEADER_SIZE = _STRUCT.size
 
 
@@ -57,20 +60,23 @@ class FrameHeader:
     height: int
     sequence: int
     captured_ns: int
-    sent_ns: int
-    skipped: int = 0
+    ready_ns: int
 
     def pack(self) -> bytes:
         return _STRUCT.pack(MAGIC, VERSION, self.format, HEADER_SIZE, self.width, self.height,
-                            self.sequence, self.captured_ns, self.sent_ns, self.skipped, 0)
+                            self.sequence, self.captured_ns, self.ready_ns)
+
+    def pack_into(self, buffer: bytearray) -> None:
+        _STRUCT.pack_into(buffer, 0, MAGIC, VERSION, self.format, HEADER_SIZE, self.width,
+                          self.height, self.sequence, self.captured_ns, self.ready_ns)
 
     @classmethod
     def unpack(cls, data: bytes | memoryview) -> tuple[FrameHeader, memoryview]:
         """The header and a view of the payload that follows it."""
         if len(data) < HEADER_SIZE:
             raise HeaderError(f"message of {len(data)} bytes is shorter than a header")
-        (magic, version, fmt, size, width, height, seq, captured, sent, skipped,
-         _) = _STRUCT.unpack_from(data)
+        (magic, version, fmt, size, width, height, seq, captured,
+         ready) = _STRUCT.unpack_from(data)
         if magic != MAGIC:
             raise HeaderError(f"bad magic {magic!r}")
         if version < 1 or size < HEADER_SIZE or size > len(data):
@@ -79,5 +85,5 @@ class FrameHeader:
             fmt = FrameFormat(fmt)
         except ValueError:
             raise HeaderError(f"unknown frame format {fmt}") from None
-        header = cls(fmt, width, height, seq, captured, sent, skipped)
+        header = cls(fmt, width, height, seq, captured, ready)
         return header, memoryview(data)[size:]

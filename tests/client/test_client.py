@@ -85,7 +85,7 @@ async def test_client_end_to_end(settings) -> None:
                     assert frame.format is FrameFormat.RAW
                     assert isinstance(frame.data, np.ndarray)
                     assert frame.data.shape == (240, 320, 4)
-                    assert frame.received_ns >= frame.sent_ns >= frame.captured_ns
+                    assert frame.received_ns >= frame.ready_ns >= frame.captured_ns
                 async with client.frames("jpeg", fps=5, max_width=160) as frames:
                     frame = await anext(frames)
                     assert frame.data[:2] == b"\xff\xd8" and frame.width == 160

@@ -19,7 +19,7 @@ PAGE = SimpleNamespace(width=320, height=240)  # only the size is read while val
 def test_header_round_trip() -> None:
     """A packed header unpacks to the same fields, and the payload view starts after it."""
     h = FrameHeader(FrameFormat.JPEG, 1280, 720, 2**40 + 3, 1_700_000_000_123_456_789,
-                    1_700_000_000_223_456_789, 7)
+                    1_700_000_000_223_456_789)
     data = h.pack() + b"payload"
     assert len(h.pack()) == HEADER_SIZE == 48
     back, payload = FrameHeader.unpack(data)

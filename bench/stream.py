@@ -1,0 +1,182 @@
+"""Frames WebSocket and input figures, beside the page's own paint rate in the same run.
+
+    python -m bench.stream [--seconds 6] [--width 1280 --height 720 --fps 30]
+
+One server (pool of one instance) runs in this process with an animated page. For raw and
+JPEG, with 1 and 4 viewers, the viewers run in a separate process (so this process's CPU is
+the server's) and report frames/s and latency (capture -> receipt, from the header's capture
+timestamp). The baseline is the page's `paint` rate over the same window. Then the input
+round trip: a click sent on the input WebSocket until the page's mousedown handler ran, and
+until the server's ack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+from typing import Any
+
+import aiohttp
+import psutil
+from aiohttp import web
+
+CLICK_PAGE = """<html><body style='margin:0'><canvas id=c></canvas><script>
+const c = document.getElementById('c'); c.width = innerWidth; c.height = innerHeight;
+const g = c.getContext('2d'); let n = 0;
+(function f() { n++; g.fillStyle = `hsl(${n % 360},80%,50%)`; g.fillRect(0, 0, c.width, c.height);
+  g.fillStyle = '#fff'; g.fillRect((n * 7) % c.width, 0, 40, c.height); requestAnimationFrame(f); })();
+window.hits = [];
+document.addEventListener('mousedown', () => window.hits.push(performance.timeOrigin + performance.now()));
+</script></body></html>"""
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+# ---- the viewer process ----------------------------------------------------------------------
+
+async def viewers(url: str, n: int, seconds: float) -> dict[str, Any]:
+    from lkpool.server.header import FrameHeader
+
+    async def one(http: aiohttp.ClientSession) -> dict[str, Any]:
+        latencies, frames, skipped, last = [], 0, 0, 0
+        async with http.ws_connect(url, max_msg_size=0) as ws:
+            await ws.receive()  # the first (current) frame: not part of the window
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                msg = await ws.receive()
+                if msg.type is not aiohttp.WSMsgType.BINARY:
+                    break
+                now = time.time_ns()
+                header, _ = FrameHeader.unpack(msg.data)
+                latencies.append((now - header.captured_ns) / 1e6)
+                frames += 1
+                if last:
+                    skipped += header.sequence - last - 1
+                last = header.sequence
+        return {"frames": frames, "latencies": latencies, "skipped": skipped}
+
+    proc = psutil.Process()
+    cpu0 = proc.cpu_times()
+    async with aiohttp.ClientSession() as http:
+        results = await asyncio.gather(*(one(http) for _ in range(n)))
+    cpu1 = proc.cpu_times()
+    lat = [x for r in results for x in r["latencies"]]
+    return {"fps": [r["frames"] / seconds for r in results],
+            "p50": pct(lat, 0.5), "p95": pct(lat, 0.95),
+            "skipped": [r["skipped"] for r in results],
+            "client_cpu": (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / seconds}
+
+
+# ---- the server side ---------------------------------------------------------------------------
+
+async def run_case(base: str, sid: str, page: Any, fmt: str, n: int, seconds: float
+                   ) -> dict[str, Any]:
+    url = f"{base.replace('http', 'ws')}/session/{sid}/frames?format={fmt}"
+    me = psutil.Process()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.stream", "--viewer", url, "--n", str(n),
+        "--seconds", str(seconds), stdout=asyncio.subprocess.PIPE)
+    await asyncio.sleep(1.0)  # viewers connected and past their first frame
+    frames0, cpu0, t0 = page.frames, me.cpu_times(), time.monotonic()
+    await asyncio.sleep(seconds - 1.0)
+    frames1, cpu1, t1 = page.frames, me.cpu_times(), time.monotonic()
+    out, _ = await proc.communicate()
+    result = json.loads(out)
+    result["paint_fps"] = (frames1 - frames0) / (t1 - t0)
+    result["server_cpu"] = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / (t1 - t0)
+    return result
+
+
+async def input_round_trip(base: str, sid: str, page: Any, count: int = 40
+                           ) -> tuple[float, float]:
+    """(p50 ms WS send -> page's mousedown handler, p50 ms WS send -> ack)."""
+    handler_ms, ack_ms = [], []
+    async with aiohttp.ClientSession() as http, \
+            http.ws_connect(f"{base}/session/{sid}/input") as ws:
+        await ws.receive_json()  # state
+        for i in range(count):
+            sent = time.time_ns()
+            await ws.send_json({"type": "mouse", "action": "click", "x": 10 + i, "y": 10,
+                                "id": i})
+            while (msg := await ws.receive_json())["type"] != "ack":
+                pass
+            ack_ms.append((time.time_ns() - sent) / 1e6)
+            hit = (await page.evaluate("window.hits[window.hits.length - 1]"))
+            handler_ms.append(hit - sent / 1e6)
+    return statistics.median(handler_ms), statistics.median(ack_ms)
+
+
+async def main(args: argparse.Namespace) -> None:
+    from lkpool.config import Settings
+    from lkpool.server.app import create_app
+    from lkpool.server.appkeys import POOL
+    from tests.support.pages import serve_pages
+
+    settings = Settings(width=args.width, height=args.height, framerate=args.fps, audio=False,
+                        num_warm=1, max_instances=1,
+                        chromium_profile_base_dir=tempfile.mkdtemp(prefix="lkbench-"))
+    app = create_app(settings)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        async with serve_pages({"/anim": CLICK_PAGE}) as pages:
+            pool = app[POOL]
+            await pool.wait_ready()
+            lease = await pool.acquire(600, url=pages + "/anim")
+            page = lease.page
+            await asyncio.sleep(2)
+            print(f"frames WebSocket, {args.width}x{args.height}@{args.fps}, "
+                  f"{args.seconds:g} s per case, viewers in another process")
+            print(f"{'case':<12}{'paint fps':>10}{'fps/viewer':>12}{'ratio':>7}{'p50 ms':>8}"
+                  f"{'p95 ms':>8}{'skipped':>9}{'server cpu':>11}{'viewer cpu':>11}")
+            cpu_one: dict[str, float] = {}
+            for fmt in ("raw", "jpeg"):
+                for n in (1, 4):
+                    r = await run_case(base, lease.session_id, page, fmt, n, args.seconds)
+                    fps = statistics.mean(r["fps"])
+                    if n == 1:
+                        cpu_one[fmt] = r["server_cpu"]
+                    extra = (f"  ({r['server_cpu'] / cpu_one[fmt]:.2f}x one viewer)"
+                             if n > 1 and cpu_one.get(fmt) else "")
+                    print(f"{fmt + ' x' + str(n):<12}{r['paint_fps']:>10.1f}{fps:>12.1f}"
+                          f"{fps / r['paint_fps']:>7.2f}{r['p50']:>8.1f}{r['p95']:>8.1f}"
+                          f"{max(r['skipped']):>9}{r['server_cpu']:>10.0%}"
+                          f"{r['client_cpu']:>11.0%}{extra}")
+            handler, ack = await input_round_trip(base, lease.session_id, page)
+            print(f"input round trip (p50 of 40 clicks): WS send -> page mousedown handler "
+                  f"{handler:.1f} ms, WS send -> ack {ack:.1f} ms")
+            await pool.release(lease.session_id)
+    finally:
+        await runner.cleanup()
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--width", type=int, default=1280)
+    parser.add_argument("--height", type=int, default=720)
+    parser.add_argument("--fps", type=int, default=30)
+    parser.add_argument("--viewer", help=argparse.SUPPRESS)
+    parser.add_argument("--n", type=int, default=1, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.viewer:
+        print(json.dumps(asyncio.run(viewers(args.viewer, args.n, args.seconds))))
+    else:
+        asyncio.run(main(args))
+
+
+if __name__ == "__main__":
+    cli()
