@@ -124,6 +124,24 @@ def _log_failure(task: asyncio.Task) -> None:
 
 # ---- x11 ----------------------------------------------------------------------------------
 
+# Run (synchronously) when Xlib finds the X server gone. Xlib then exits the process
+# whatever the handler does, so this is the only chance to unload the audio sink and end
+# the process group; main registers that here.
+ON_X_SERVER_LOST: list[Callable[[], None]] = []
+_IO_ERROR_HANDLER = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)
+
+
+@_IO_ERROR_HANDLER
+def _x_io_error(_display: int) -> int:
+    logger.error("the X server went away")
+    for cb in ON_X_SERVER_LOST:
+        try:
+            cb()
+        except Exception:
+            logger.exception("cleanup after the X server went away")
+    os._exit(4)
+
+
 class _XDamage:
     """An Xlib connection watching the root window with DAMAGE (ReportNonEmpty): one event
     when the screen goes from clean to dirty; `take` fetches the dirty region and clears it."""
@@ -159,6 +177,9 @@ class _XDamage:
                                                ctypes.POINTER(ctypes.c_int)]
         self.fix.XFixesDestroyRegion.argtypes = [ctypes.c_void_p, ctypes.c_ulong]
 
+        x11.XSetIOErrorHandler.argtypes = [_IO_ERROR_HANDLER]
+        x11.XSetIOErrorHandler.restype = ctypes.c_void_p
+        x11.XSetIOErrorHandler(_x_io_error)
         self.dpy = x11.XOpenDisplay(display.encode())
         if not self.dpy:
             raise RuntimeError(f"cannot open X display {display}")

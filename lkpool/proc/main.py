@@ -27,6 +27,7 @@ from ..errors import BrowserStartError
 from ..shm.framebuffer import ChildFrameBuffers
 from . import protocol as p
 from .audio import AudioSink
+from . import capture
 from .capture import CAPTURES, FrameOut
 from .cdp import CDPClosed, CDPConnection, CDPError, CDPTimeout
 from .channel import Channel, ChannelClosed
@@ -126,6 +127,7 @@ class Child:
         else:
             logger.info("audio off (AUDIO=false)")
         env = self.audio.env if self.audio else {}
+        capture.ON_X_SERVER_LOST.append(self._emergency_cleanup)
         self.launched = await launch(self.settings, self.profile_dir, self.port, self.mode,
                                      size, env)
         self.cdp = await CDPConnection.connect(self.launched.ws_url)
@@ -296,6 +298,13 @@ class Child:
     def _on_audio(self, pts: int, pcm: bytes) -> None:
         if self.first_page is not None:
             self._send(p.Audio(self.first_page, pts, 48000, 2, 480, pcm))
+
+    def _emergency_cleanup(self) -> None:
+        """For paths where the process ends right away (X server lost): what only we can
+        undo."""
+        if self.audio is not None:
+            self.audio.unload()
+        kill_group()
 
     def crashed(self, detail: str) -> None:
         if self.stopping.is_set():
