@@ -109,6 +109,12 @@ class BrowserPage(EventEmitter[PageEvent]):
     def context(self) -> BrowserContext:
         return self._ctx
 
+    @property
+    def last_frame(self) -> rtc.VideoFrame | None:
+        """The page's current image (None before its first paint): what a new viewer shows
+        at once, since a still page may not paint again. Reused in place: copy to keep."""
+        return self._frame if self.frames else None
+
     def __repr__(self) -> str:
         return f"<BrowserPage {self._ctx.instance_id}/{self._id} {self.width}x{self.height}>"
 

@@ -83,7 +83,7 @@ async def test_navigation_events_and_errors(ctx, site) -> None:
         page.on("title_changed", titles.append)
         await page.navigate(f"{site}/titled")
         for _ in range(100):
-            if titles and urls:
+            if "hi there" in titles and urls:
                 break
             await asyncio.sleep(0.05)
         assert f"{site}/titled" in urls

@@ -117,13 +117,8 @@ class Broadcaster:
         self._seed()
 
     def _seed(self) -> None:
-        """Starts from the page's current image: a still page may not paint again for long.
-
-        `last_frame` is the page's full current frame (BGRA VideoFrame). Until BrowserPage
-        exposes it publicly, its private `_frame` is read (only after a first paint)."""
-        frame = getattr(self.page, "last_frame", None)
-        if frame is None and getattr(self.page, "frames", 0) > 0:
-            frame = getattr(self.page, "_frame", None)
+        """Starts from the page's current image: a still page may not paint again for long."""
+        frame = getattr(self.page, "last_frame", None)  # engines without it start empty
         if frame is None or not frame.width or not frame.height:
             return
         self.sequence = self._next_sequence()

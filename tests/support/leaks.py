@@ -90,6 +90,21 @@ class Snapshot:
         return cls(set(descendants()), shm_names(), len(os.listdir("/proc/self/fd")))
 
 
+def _born_of(proc: psutil.Process, owners: set[int]) -> bool:
+    """True when an ancestor of `proc` (below us) is one of `owners`: a renderer that a
+    browser started before the test spawned is that browser's, not the test's."""
+    me = os.getpid()
+    try:
+        for parent in proc.parents():
+            if parent.pid == me:
+                return False
+            if parent.pid in owners:
+                return True
+    except psutil.Error:
+        return True
+    return False
+
+
 def check(before: Snapshot, profile_dirs: list[Path], wait: float = 10.0) -> list[str]:
     """Waits up to `wait` seconds for things to go away, then names what is left (and kills
     leftover processes so one leak does not cascade into the next test)."""
@@ -97,7 +112,8 @@ def check(before: Snapshot, profile_dirs: list[Path], wait: float = 10.0) -> lis
     seen_pids: set[int] = set()
     while True:
         procs = {pid: p for pid, p in descendants().items()
-                 if pid not in before.procs and not _exempt(p)}
+                 if pid not in before.procs and not _exempt(p)
+                 and not _born_of(p, before.procs)}
         seen_pids |= set(procs)
         shm = _owned_shm(shm_names() - before.shm, seen_pids)
         profiles = [str(c) for d in profile_dirs if d.exists() for c in d.iterdir()]
