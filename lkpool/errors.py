@@ -13,6 +13,7 @@
      │    ├── NoSuchPage                        unknown page id
      │    └── NavigationError                   the URL could not be loaded
      ├── InvalidArgument (also ValueError)      a size, framerate, key... out of range -> 400
+     ├── LiveKitUnreachable                     LiveKit refused or unreachable -> 502
      └── PoolError
           ├── PoolExhausted                     no instance within ACQUIRE_TIMEOUT  -> 503
           ├── UnknownSession (also KeyError)    no such lease                -> 404
@@ -74,6 +75,13 @@ class NavigationError(PageError):
 class InvalidArgument(LkpoolError, ValueError):
     code = "invalid_argument"
     status = 400
+
+
+class LiveKitUnreachable(LkpoolError):
+    """The LiveKit server refused or could not be reached (bad URL, token, network)."""
+
+    code = "livekit_unreachable"
+    status = 502
 
 
 class PoolError(LkpoolError):

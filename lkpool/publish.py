@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from livekit import rtc
 
-from .errors import ClosedError, InvalidArgument, LkpoolError
+from .errors import ClosedError, InvalidArgument, LiveKitUnreachable, LkpoolError
 from .events import EventEmitter
 
 SAMPLE_RATE = 48000
@@ -49,13 +49,6 @@ AUDIO_TRACK = "lkpool-page-audio"
 
 Allowed = None | Collection[str] | Callable[[str], bool]
 _ids = itertools.count(1)
-
-
-class LiveKitUnreachable(LkpoolError):
-    """The LiveKit server refused or could not be reached (bad URL, token, network)."""
-
-    code = "livekit_unreachable"
-    status = 502
 
 
 async def connect_room(url: str, token: str, *, timeout: float = 10.0) -> rtc.Room:
