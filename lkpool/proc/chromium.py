@@ -15,9 +15,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import select
 import shlex
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 
 from ..config import Settings
@@ -26,6 +28,7 @@ from ..errors import BrowserStartError
 logger = logging.getLogger(__name__)
 
 MIN_SCREEN = (1920, 1080)
+XVFB_TIMEOUT = 15.0
 INSTALL_HINT = "install it with 'apt-get install chromium' or set CHROMIUM_PATH"
 XVFB_HINT = "install it with 'apt-get install xvfb' or use CAPTURE=screencast"
 
@@ -98,13 +101,17 @@ def start_xvfb(width: int, height: int, profile_dir: str) -> tuple[subprocess.Po
         os.close(wfd)
         wfd = -1
         raw = b""
+        deadline = time.monotonic() + XVFB_TIMEOUT
         while not raw.endswith(b"\n"):
-            chunk = os.read(rfd, 32)  # Xvfb writes the number once it accepts connections
+            # Xvfb writes the number once it accepts connections
+            ready, _, _ = select.select([rfd], [], [], max(0.0, deadline - time.monotonic()))
+            chunk = os.read(rfd, 32) if ready else b""
             if not chunk:
                 proc.kill()
                 proc.wait()
                 raise BrowserStartError(
-                    f"Xvfb exited before giving a display (see {profile_dir}/xvfb.log)")
+                    f"Xvfb gave no display within {XVFB_TIMEOUT:.0f} s "
+                    f"(see {profile_dir}/xvfb.log)")
             raw += chunk
     finally:
         os.close(rfd)
@@ -185,6 +192,7 @@ MOUSE_BUTTONS = {0: "left", 1: "middle", 2: "right"}
 BUTTON_BITS = {"left": 1, "right": 2, "middle": 4}
 # CEF's cef_key_event_type_t numbering -> CDP Input.dispatchKeyEvent type
 KEY_TYPES = {0: "rawKeyDown", 1: "keyDown", 2: "keyUp", 3: "char"}
+PAINTED_JS = "new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))"
 CURSOR_JS = ("(() => {{ const e = document.elementFromPoint({x}, {y}); "
              "return e ? getComputedStyle(e).cursor : 'auto'; }})()")
 
@@ -221,6 +229,7 @@ class Page:
         res = await cdp.send("Target.attachToTarget", {"targetId": target_id, "flatten": True})
         page = cls(cdp, page_id, target_id, res["sessionId"], emit)
         await page.call("Page.enable")
+        await page.call("Page.setLifecycleEventsEnabled", {"enabled": True})
         tree = await page.call("Page.getFrameTree")
         page.main_frame = tree["frameTree"]["frame"]["id"]
         return page
@@ -269,27 +278,46 @@ class Page:
     # -- navigation --
     async def navigate(self, url: str, load_timeout: float = 10.0) -> None:
         """Answers once the new document fired `load` (as Playwright's goto does), so the
-        caller's next input meets the page's scripts; a page that never finishes loading
-        is not an error, it just stops the wait after `load_timeout`."""
-        loaded = asyncio.get_running_loop().create_future()
+        caller's next input meets the page's scripts. The load is matched by loaderId: a
+        late load of the previous document (an error page, say) does not count. A page that
+        never finishes loading is not an error; the wait just ends after `load_timeout`."""
+        loaded: set[str] = set()
+        seen = asyncio.Event()
 
-        def on_load(_params: dict, session_id: str | None) -> None:
-            if session_id == self.session and not loaded.done():
-                loaded.set_result(None)
+        def on_lifecycle(params: dict, session_id: str | None) -> None:
+            if session_id == self.session and params.get("name") == "load":
+                loaded.add(params.get("loaderId", ""))
+                seen.set()
 
-        listener = self.cdp.on("Page.loadEventFired", on_load)
+        listener = self.cdp.on("Page.lifecycleEvent", on_lifecycle)
         try:
             res = await self.call("Page.navigate", {"url": url})
             if res.get("errorText"):
                 raise NavigationFailed(f"{url}: {res['errorText']}")
-            if res.get("loaderId"):  # a new document (not a same-document change)
+            loader = res.get("loaderId")  # none for a same-document change
+            deadline = asyncio.get_running_loop().time() + load_timeout
+            while loader and loader not in loaded:
+                seen.clear()
+                remaining = deadline - asyncio.get_running_loop().time()
                 try:
-                    await asyncio.wait_for(loaded, load_timeout)
+                    await asyncio.wait_for(seen.wait(), max(0.0, remaining))
                 except TimeoutError:
                     logger.info("page %d: %s still loading after %.0f s", self.id, url,
                                 load_timeout)
+                    break
+            if loader:
+                await self._painted()
         finally:
             self.cdp.off(listener)
+
+    async def _painted(self) -> None:
+        """Waits for two animation frames: Chromium ignores input to a new document until
+        it has presented a frame, so without this a click right after navigate can vanish."""
+        try:
+            await self.call("Runtime.evaluate", {
+                "expression": PAINTED_JS, "awaitPromise": True}, timeout=2.0)
+        except Exception:  # a page without frames (hidden, hung) must not fail navigation
+            pass
 
     async def history_step(self, step: int) -> None:
         """Back (-1) or forward (+1); a no-op at either end, as in a browser."""

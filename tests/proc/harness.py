@@ -53,6 +53,8 @@ class ChildHarness:
         self.proc = multiprocessing.get_context("spawn").Process(
             target=run, args=(child_sock, settings, self.profile_dir, 0), daemon=False)
         self.proc.start()
+        self.pid = self.proc.pid  # also its process group
+        self.exitcode: int | None = None
         child_sock.close()
         self._sock = parent_sock
         self.channel: Channel | None = None
@@ -178,28 +180,36 @@ class ChildHarness:
         return await asyncio.wait_for(wait(), timeout)
 
     async def wait_exit(self, timeout: float = 15.0) -> int | None:
-        await asyncio.get_running_loop().run_in_executor(None, self.proc.join, timeout)
-        return self.proc.exitcode
+        if self.exitcode is None:
+            await asyncio.get_running_loop().run_in_executor(None, self.proc.join, timeout)
+            self.exitcode = self.proc.exitcode
+        return self.exitcode
 
     async def aclose(self) -> None:
-        if self.channel is not None and not self.channel.closed and self.proc.is_alive():
-            try:
-                await self.request(p.Shutdown, timeout=10)
-            except (ChannelClosed, TimeoutError):
-                pass
-        await self.wait_exit(15)
-        if self.proc.is_alive():
+        if self.exitcode is None:
+            if self.channel is not None and not self.channel.closed:
+                try:
+                    await self.request(p.Shutdown, timeout=10)
+                except (ChannelClosed, TimeoutError):
+                    pass
+            await self.wait_exit(15)
+        if self.exitcode is None:
             self.proc.kill()
             await self.wait_exit(5)
-        if self._reader is not None:
+        if self._reader is not None and not self._reader.done():
             self._reader.cancel()
             try:
                 await self._reader
             except BaseException:
                 pass
+        self._release()
+
+    def _release(self) -> None:
         if self.channel is not None:
             self.channel.close()
         self._sock.close()
+        if self.exitcode is not None:
+            self.proc.close()  # its sentinel pipe
         for pf in self.frames.values():
             pf.buffers.close()
         self.frames.clear()

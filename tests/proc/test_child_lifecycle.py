@@ -39,8 +39,8 @@ async def test_missing_chromium_sends_fatal_naming_the_fix(settings):
     assert h.fatal is not None and h.fatal.reason == "browser_start_failed"
     assert "/nonexistent/chromium" in h.fatal.detail
     assert "apt-get install chromium" in h.fatal.detail
-    assert h.proc.exitcode not in (0, None)
-    assert f"lkpool_{h.proc.pid}_" not in _sinks()
+    assert h.exitcode not in (0, None)
+    assert f"lkpool_{h.pid}_" not in _sinks()
 
 
 async def test_two_instances_side_by_side_and_how_they_end(settings):
@@ -59,19 +59,19 @@ async def test_two_instances_side_by_side_and_how_they_end(settings):
         fatal = await a.wait_for(lambda m: isinstance(m, p.Fatal), 15)
         assert fatal.reason == "crashed"
         assert await a.wait_exit(15) not in (0, None)
-        assert _group(a.proc.pid) == []
+        assert _group(a.pid) == []
         assert a.ready.audio_sink not in _sinks()
 
         # parent gone (duplex closed, no Shutdown) -> the child kills its group and exits
-        group_before = _group(b.proc.pid)
+        group_before = _group(b.pid)
         assert b.ready.browser_pid in group_before
         b.channel.close()
         assert await b.wait_exit(15) is not None
         for _ in range(50):
-            if not _group(b.proc.pid):
+            if not _group(b.pid):
                 break
             await asyncio.sleep(0.1)
-        assert _group(b.proc.pid) == []
+        assert _group(b.pid) == []
         assert b.ready.audio_sink not in _sinks()
 
 
@@ -79,6 +79,6 @@ async def test_sigterm_is_a_clean_exit(settings):
     """SIGTERM to the child: exit code 0, its group gone (screencast, no audio)."""
     async with ChildHarness(settings.replace(capture="screencast", audio=False)) as h:
         assert (await h.request(p.Ping)).value.startswith("Chrome/")
-        os.kill(h.proc.pid, signal.SIGTERM)
+        os.kill(h.pid, signal.SIGTERM)
         assert await h.wait_exit(15) == 0
-        assert _group(h.proc.pid) == []
+        assert _group(h.pid) == []
