@@ -69,6 +69,12 @@ class AudioSink:
         return cls(name, int(res.stdout.strip()))
 
     @property
+    def reader_exit_code(self) -> int | None:
+        """parec's exit code once it has exited (None while it runs or before start): the
+        watchdog ends the instance then, as a killed reader would silence it for good."""
+        return self._parec.returncode if self._parec is not None else None
+
+    @property
     def env(self) -> dict[str, str]:
         return {"PULSE_SINK": self.name}
 

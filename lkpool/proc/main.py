@@ -341,7 +341,7 @@ class Child:
             self.stopping.set()
 
     async def watchdog(self) -> None:
-        """Parent replaced (ppid changed) or browser/Xvfb exited -> stop."""
+        """Parent replaced (ppid changed) or browser/Xvfb/parec exited -> stop."""
         ppid = os.getppid()
         while True:
             await asyncio.sleep(WATCHDOG_PERIOD)
@@ -358,6 +358,9 @@ class Child:
                 return
             if launched.xvfb is not None and launched.xvfb.poll() is not None:
                 self.crashed(f"Xvfb exited with code {launched.xvfb.returncode}")
+                return
+            if self.audio is not None and (code := self.audio.reader_exit_code) is not None:
+                self.crashed(f"the audio reader (parec) exited with code {code}")
                 return
 
     async def serve(self) -> int:
