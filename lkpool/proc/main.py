@@ -241,8 +241,25 @@ class Child:
         return json.dumps(await self.page(m).evaluate(m.expression))
 
     async def ping(self, m: p.Ping) -> str:
+        """The browser answers, and so does each page's renderer: a page stuck in
+        `while(true){}` leaves the browser process answering, so only a call into the page
+        shows it. Only a timeout counts; other errors (a page mid-navigation) do not."""
         assert self.cdp is not None
-        return (await self.cdp.send("Browser.getVersion", timeout=5.0)).get("product", "")
+        limit = self.settings.health_check_timeout
+        product = (await self.cdp.send("Browser.getVersion", timeout=limit)).get("product", "")
+        await asyncio.gather(*(self._probe(state.page, limit)
+                               for state in list(self.pages.values())))
+        return product
+
+    @staticmethod
+    async def _probe(page: Page, limit: float) -> None:
+        try:
+            await page.call("Runtime.evaluate", {"expression": "0"}, timeout=limit)
+        except CDPTimeout:
+            raise TimeoutError(f"page {page.id} does not answer: its renderer is stuck") \
+                from None
+        except (CDPError, PageGone):
+            pass
 
     async def shutdown(self, m: p.Shutdown) -> None:
         asyncio.get_running_loop().call_soon(self.stopping.set)
