@@ -357,6 +357,7 @@ class BrowserContext(EventEmitter[ContextEvent]):
         self._state: Literal["new", "starting", "running", "closing", "closed"] = "new"
         self.closed_reason: str | None = None
         self.profile_dir: str | None = None
+        self._child_pid: int | None = None
         self.started_at = 0.0
         self._closed_event = asyncio.Event()
 
@@ -374,7 +375,8 @@ class BrowserContext(EventEmitter[ContextEvent]):
 
     @property
     def pid(self) -> int | None:
-        return self._proc.pid if self._proc else None
+        """The child's pid; still readable after the instance ended (for logs and checks)."""
+        return self._child_pid
 
     @property
     def browser_pid(self) -> int | None:
@@ -449,6 +451,7 @@ class BrowserContext(EventEmitter[ContextEvent]):
                 args=(child_sock, settings, self.profile_dir, self._requested_port))
             self.started_at = time.monotonic()
             await asyncio.to_thread(self._proc.start)
+            self._child_pid = self._proc.pid
         finally:
             child_sock.close()
         self._channel = await Channel.open(parent_sock)
@@ -513,9 +516,11 @@ class BrowserContext(EventEmitter[ContextEvent]):
         # 4. pages: unlink shared memory (the parent owns it), tell listeners
         for page in list(self._pages.values()):
             page._mark_closed(reason)
-        # 5. the PulseAudio sink, when the child could not unload it itself
-        if self.audio_sink and reason != "closed":
-            await _unload_sink(self.audio_sink)
+        # 5. the PulseAudio sinks, when the child could not unload them itself: after a crash,
+        #    after a close that had to kill a stuck child, after a start cut short before
+        #    ContextReady named the sink. They are named after the child's pid; idempotent.
+        if self._child_pid and self.settings.audio:
+            await _unload_sinks_of(self._child_pid)
         # 6. the profile folder
         if self.profile_dir:
             await asyncio.to_thread(_remove_tree, self.profile_dir)
@@ -706,12 +711,12 @@ def _remove_tree(path: str) -> None:
         time.sleep(0.2)  # a dying browser may still be writing into it
 
 
-async def _unload_sink(sink: str) -> None:
-    """Unloads the null sink of a child that could not do it itself (it was killed)."""
+async def _unload_sinks_of(pid: int) -> None:
+    """Unloads the null sinks of a child that could not do it itself (it was killed)."""
     with contextlib.suppress(Exception):
-        from .proc.audio import unload_sink
+        from .proc.audio import unload_sinks_of
 
-        await asyncio.to_thread(unload_sink, sink)
+        await asyncio.to_thread(unload_sinks_of, pid)
 
 
 def _log_task_exception(task: asyncio.Task) -> None:

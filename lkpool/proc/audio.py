@@ -39,6 +39,33 @@ def _ensure_daemon() -> None:
         raise RuntimeError("PulseAudio is not running and 'pulseaudio --start' failed")
 
 
+def unload_sink(sink_name: str) -> None:
+    """Unloads the null sink called `sink_name` if it is still loaded: what the parent does
+    for a child that was killed before it could (sync, idempotent, never raises)."""
+    _unload_where(lambda name: name == sink_name)
+
+
+def unload_sinks_of(pid: int) -> None:
+    """Unloads every sink a child with this pid loaded (sinks are named after it): covers a
+    child killed before it could tell its parent the sink's name (during start-up)."""
+    prefix = f"lkpool_{pid}_"
+    _unload_where(lambda name: name.startswith(prefix))
+
+
+def _unload_where(wanted: Callable[[str], bool]) -> None:
+    try:
+        listed = _pactl("list", "short", "modules")
+    except (OSError, subprocess.TimeoutExpired):
+        return
+    for line in listed.stdout.splitlines():
+        for arg in line.split():
+            if arg.startswith("sink_name=") and wanted(arg.removeprefix("sink_name=")):
+                try:
+                    _pactl("unload-module", line.split()[0])
+                except (OSError, subprocess.TimeoutExpired) as exc:
+                    logger.warning("could not unload %s: %s", arg, exc)
+
+
 class AudioSink:
     """A null sink per instance. `open()` returns None (and logs once) when audio cannot
     work here; the instance then runs silent."""
