@@ -1,14 +1,34 @@
-"""What a test may not leave behind: processes, shared memory, profile folders, fds.
+"""What a test may not leave behind: processes, shared memory, profile folders, open file
+descriptors, PulseAudio sinks.
 
 pytest makes itself a child subreaper, so anything our children orphan (Chromium's helpers,
 Xvfb, a daemonised reader) is re-parented to it and shows up among its descendants: the check
 sees exactly our processes, even when other suites run on the same machine.
+
+File descriptors are compared by (number, target) with the snapshot taken before the test, so
+a socket closed and another opened under the same number still counts. Some are not a test's
+to close: multiprocessing's resource tracker pipe (opened by the first spawn, kept for the
+life of the process), the self-pipe of an event loop still open (pytest-asyncio opens a
+module-scoped loop inside the module's first test and closes it after the last), connections
+accepted by a server that was already listening before the test (a module-scoped page server
+that a module-scoped browser keeps talking to), and `anon_inode:` handles (epoll, eventfd,
+timerfd) that native runtimes such as livekit's FFI open once and keep. Sockets, pipes and
+files all count.
+
+A null sink is a module of the shared PulseAudio daemon named `lkpool_<pid>_<n>` after the
+child that loaded it: one that appeared during the test and whose child is ours or dead is a
+leak (another team's live child's sink is not ours to judge).
 """
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
+import gc
 import os
+import re
+import shutil
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +42,9 @@ SHM_PREFIX = "lkpool_"
 EXEMPT_NAMES = {"pulseaudio"}
 # pids of processes started by tests (servers) whose shm segments count as ours
 spawned_pids: set[int] = set()
+SINK_RE = re.compile(r"sink_name=(lkpool_(\d+)_\d+)")
+# fd targets that native runtimes open lazily and keep for the life of the process
+LONG_LIVED_TARGETS = ("anon_inode:",)
 
 
 def become_subreaper() -> None:
@@ -79,15 +102,105 @@ def reap_zombies() -> None:
             return
 
 
+def open_fds() -> dict[int, str]:
+    """This process's open file descriptors and what each points at."""
+    out = {}
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            out[int(name)] = os.readlink(f"/proc/self/fd/{name}")
+        except OSError:
+            continue  # the fd listdir itself used, or one closed meanwhile
+    return out
+
+
+def _long_lived_fds() -> set[int]:
+    """fds that stay open by design once some library opened them."""
+    keep = set()
+    try:
+        from multiprocessing import resource_tracker
+        fd = getattr(resource_tracker._resource_tracker, "_fd", None)
+        if fd is not None:
+            keep.add(fd)
+    except Exception:
+        pass
+    for obj in gc.get_objects():
+        if isinstance(obj, asyncio.BaseEventLoop) and not obj.is_closed():
+            for sock in (getattr(obj, "_ssock", None), getattr(obj, "_csock", None)):
+                if sock is not None and sock.fileno() >= 0:
+                    keep.add(sock.fileno())
+    return keep
+
+
+def _connections() -> dict[int, psutil._common.pconn]:
+    try:
+        return {c.fd: c for c in psutil.Process().net_connections(kind="inet")}
+    except psutil.Error:
+        return {}
+
+
+def listening() -> set[tuple[str, int]]:
+    return {tuple(c.laddr) for c in _connections().values() if c.status == psutil.CONN_LISTEN}
+
+
+def new_fds(before: Snapshot) -> dict[int, str]:
+    fresh = {fd: target for fd, target in open_fds().items()
+             if before.fds.get(fd) != target and not target.startswith(LONG_LIVED_TARGETS)}
+    if fresh:  # the scans below are only paid when something is suspect
+        for fd in _long_lived_fds():
+            fresh.pop(fd, None)
+        for fd, conn in _connections().items():
+            if fd in fresh and conn.laddr and tuple(conn.laddr) in before.listening \
+                    and conn.status != psutil.CONN_LISTEN:
+                fresh.pop(fd)
+    return fresh
+
+
+def _describe_fds(fds: dict[int, str]) -> list[str]:
+    """fd->target, with a socket's addresses, so the message says whose it is."""
+    conns = _connections()
+    out = []
+    for fd, target in sorted(fds.items()):
+        c = conns.get(fd)
+        where = f"({c.laddr}->{c.raddr or '-'} {c.status})" if c is not None else ""
+        out.append(f"{fd}->{target}{where}")
+    return out
+
+
+def pulse_sinks() -> dict[str, tuple[int, int]]:
+    """Our null sinks loaded in PulseAudio: sink name -> (module index, pid in the name)."""
+    if shutil.which("pactl") is None:
+        return {}
+    try:
+        res = subprocess.run(["pactl", "list", "short", "modules"], capture_output=True,
+                             text=True, timeout=5, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    out = {}
+    for line in res.stdout.splitlines():
+        if (m := SINK_RE.search(line)) is not None:
+            out[m.group(1)] = (int(line.split()[0]), int(m.group(2)))
+    return out
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 @dataclass
 class Snapshot:
     procs: set[int] = field(default_factory=set)
     shm: set[str] = field(default_factory=set)
-    fds: int = 0
+    fds: dict[int, str] = field(default_factory=dict)
+    sinks: set[str] = field(default_factory=set)
+    listening: set[tuple[str, int]] = field(default_factory=set)
 
     @classmethod
     def take(cls) -> Snapshot:
-        return cls(set(descendants()), shm_names(), len(os.listdir("/proc/self/fd")))
+        return cls(set(descendants()), shm_names(), open_fds(), set(pulse_sinks()),
+                   listening())
 
 
 def _born_of(proc: psutil.Process, owners: set[int]) -> bool:
@@ -117,7 +230,11 @@ def check(before: Snapshot, profile_dirs: list[Path], wait: float = 10.0) -> lis
         seen_pids |= set(procs)
         shm = _owned_shm(shm_names() - before.shm, seen_pids)
         profiles = [str(c) for d in profile_dirs if d.exists() for c in d.iterdir()]
-        if not (procs or shm or profiles) or time.monotonic() > deadline:
+        fds = new_fds(before)
+        mine = {os.getpid(), *seen_pids, *spawned_pids}
+        sinks = {name: module for name, (module, pid) in pulse_sinks().items()
+                 if name not in before.sinks and (pid in mine or not _pid_alive(pid))}
+        if not (procs or shm or profiles or fds or sinks) or time.monotonic() > deadline:
             break
         time.sleep(0.1)
     problems = []
@@ -136,5 +253,13 @@ def check(before: Snapshot, profile_dirs: list[Path], wait: float = 10.0) -> lis
             (SHM_DIR / name).unlink(missing_ok=True)
     if profiles:
         problems.append("profile folders left: " + " ".join(profiles))
+    if fds:
+        problems.append("file descriptors left open: " + " ".join(
+            _describe_fds(fds)))
+    if sinks:
+        problems.append("PulseAudio sinks left: " + " ".join(sorted(sinks)))
+        for module in sinks.values():
+            subprocess.run(["pactl", "unload-module", str(module)], capture_output=True,
+                           timeout=5, check=False)
     reap_zombies()
     return problems
