@@ -101,6 +101,7 @@ class Slot:
         self.last_used = time.time()
         self.uses = 0
         self.origins: set[str] = set()  # for a reset, when reuse is on
+        self.browser_path: str | None = None  # /devtools/browser/<id>, when known
         self.log = _SlotLog(logger, {"slot": slot_id})
 
     def to(self, state: State) -> None:
@@ -137,6 +138,8 @@ class Lease:
     last_used: float
     end_reason: str | None = None
     slot_id: int = 0
+    # the browser target's WebSocket path, known from the start when the engine tells it
+    browser_path: str | None = None
     _ended: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
     @property
@@ -237,9 +240,13 @@ class Pool(EventEmitter[PoolEvent]):
             # 3. every lease ends with "shutdown": proxied sockets see it and close
             for lease in list(self._leases.values()):
                 self._end_lease(lease, EndReason.SHUTDOWN)
-            # 4. starts in progress are cancelled; each closes its half-started context
-            for task in list(self._tasks):
-                if task.get_name().startswith("lkpool-start"):
+            # 4. starts in progress may finish (cancelling a process start midway is not
+            #    safe with every engine), within STOP_TIMEOUT; the rest are cancelled and
+            #    each closes its half-started context
+            starts = [t for t in self._tasks if t.get_name().startswith("lkpool-start")]
+            if starts:
+                _, late = await asyncio.wait(starts, timeout=STOP_TIMEOUT)
+                for task in late:
                     task.cancel(msg="pool closing")
             # 5. every instance left is stopped at once, then pending stops are awaited
             for slot in list(self._slots.values()):
@@ -307,7 +314,8 @@ class Pool(EventEmitter[PoolEvent]):
         lease = Lease(session_id=secrets.token_urlsafe(24), context=slot.context,
                       page=slot.page, debugging_port=slot.debugging_port,
                       cdp_url=f"http://127.0.0.1:{slot.debugging_port}", created_at=now,
-                      expires_at=now + timeout, last_used=now, slot_id=slot.id)
+                      expires_at=now + timeout, last_used=now, slot_id=slot.id,
+                      browser_path=slot.browser_path)
         slot.lease = lease
         slot.uses += 1
         slot.last_used = now
@@ -491,6 +499,7 @@ class Pool(EventEmitter[PoolEvent]):
             return
         if self.policy.max_reusable > 0:
             slot.page.on("url_changed", lambda url: self._note_origin(slot, url))
+        slot.browser_path = recycle.browser_path(slot.context.profile_dir)
         self._failures = 0
         if self.degraded:
             logger.info("an instance started again: the pool is healthy")
@@ -637,13 +646,16 @@ class Pool(EventEmitter[PoolEvent]):
     async def _check(self, slot: Slot) -> None:
         ctx = slot.context
         assert ctx is not None
-        try:
-            if not ctx.alive:
-                raise BrowserStartError(ctx.closed_reason or "not running")
-            await ctx.ping(timeout=self.settings.health_check_timeout)
-        except Exception as exc:
-            if slot.state in (State.IDLE, State.LEASED):
-                self._crashed(slot, f"health check failed: {exc or type(exc).__name__}")
+        why = None
+        if not ctx.alive:
+            why = ctx.closed_reason or "not running"
+        else:
+            try:
+                await ctx.ping(timeout=self.settings.health_check_timeout)
+            except Exception as exc:
+                why = f"health check failed: {exc or type(exc).__name__}"
+        if why is not None and slot.state in (State.IDLE, State.LEASED):
+            self._crashed(slot, why)
 
     async def _lease_loop(self) -> None:
         """Ends leases past their deadline or idle longer than IDLE_TIMEOUT."""

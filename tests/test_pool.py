@@ -115,7 +115,7 @@ async def test_failed_starts_make_the_pool_degraded(small, profile_dir) -> None:
         await pool.acquire()
 
 
-async def test_start_purges_leftovers_and_close_cancels_starts(small, profile_dir) -> None:
+async def test_start_purges_leftovers_and_close_during_starts_leaves_nothing(small, profile_dir) -> None:
     """Start-up removes profile folders a dead run left (only lkpool's) and Singleton locks;
     closing while instances are still starting leaves nothing behind."""
     stale = profile_dir / "lkpool-deadbeef"

@@ -26,9 +26,11 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
-from ..errors import InstanceError, InvalidArgument, LkpoolError, UnknownSession
+from ..errors import InvalidArgument, LkpoolError, UnknownSession
 from ..pool import EndReason, Lease
+from . import upstream as upstream_ws
 from .appkeys import METRICS, POOL, PROXY_HTTP, PROXY_SOCKETS, SETTINGS
+from .upstream import InstanceUnreachable, upstream_url
 from .urls import ws_base
 
 logger = logging.getLogger(__name__)
@@ -61,11 +63,6 @@ class SessionEnded(LkpoolError):
     status = 403
 
 
-class InstanceUnreachable(InstanceError):
-    code = "instance_unreachable"
-    status = 502
-
-
 def live_lease(request: web.Request) -> Lease:
     """The session's lease; 404 unknown, 403 when it ended (saying why)."""
     pool = request.app[POOL]
@@ -91,11 +88,6 @@ def checked_tail(request: web.Request) -> str:
             or "//" in tail or any(seg in (".", "..") for seg in tail.split("/"))):
         raise InvalidArgument(f"path not allowed through the proxy: {raw_path[:200]!r}")
     return tail
-
-
-def upstream_url(lease: Lease, path: str, query: str = "", scheme: str = "http") -> URL:
-    return URL.build(scheme=scheme, host="127.0.0.1", port=lease.debugging_port, path=path,
-                     query_string=query, encoded=True)
 
 
 def _is_websocket(request: web.Request) -> bool:
@@ -164,7 +156,9 @@ async def _http(request: web.Request, lease: Lease, tail: str) -> web.Response:
 
 
 async def _browser_path(request: web.Request, lease: Lease) -> str:
-    """The browser target's WebSocket path, from the instance's /json/version."""
+    """The browser target's WebSocket path: known by the pool, or from /json/version."""
+    if lease.browser_path and WS_TAIL_RE.fullmatch(lease.browser_path.lstrip("/")):
+        return lease.browser_path
     status, _, body = await _fetch(request, lease, "json/version")
     try:
         path = URL(json.loads(body)["webSocketDebuggerUrl"]).path
@@ -182,16 +176,8 @@ async def _pipe(request: web.Request, lease: Lease, path: str) -> web.StreamResp
     """Connects to the target first (so a failure is still an HTTP 502), then pipes."""
     settings = request.app[SETTINGS]
     metrics = request.app[METRICS]
-    try:
-        async with asyncio.timeout(settings.proxy_connection_timeout):
-            upstream = await request.app[PROXY_HTTP].ws_connect(
-                upstream_url(lease, path, scheme="ws"), max_msg_size=settings.max_ws_message_bytes,
-                heartbeat=None, compress=0,
-                timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5.0))
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        raise InstanceUnreachable(
-            f"the instance's DevTools WebSocket is not answering: {exc or type(exc).__name__}"
-        ) from None
+    upstream = await upstream_ws.take(request.app, lease, path) or await upstream_ws.connect(
+        request.app, lease, path)
     client = web.WebSocketResponse(max_msg_size=settings.max_ws_message_bytes, heartbeat=None,
                                    compress=False)
     try:
@@ -288,3 +274,4 @@ def setup(app: web.Application) -> None:
     app.router.add_route("*", "/session/{session_id}", session_root)
     app.router.add_route("*", "/session/{session_id}/{tail:.*}", session_path)
     app.on_shutdown.append(close_sockets)
+    app.cleanup_ctx.append(upstream_ws.preconnect_ctx)

@@ -20,6 +20,7 @@ from aiohttp import web
 from ..config import MAX_FRAMERATE, MAX_HEIGHT, MAX_WIDTH
 from ..errors import InvalidArgument, UnknownSession
 from ..pool import EndReason, Lease, Pool, State
+from . import upstream
 from .appkeys import METRICS, POOL, SETTINGS
 from .metrics import CONTENT_TYPE
 from .urls import public_host, session_urls
@@ -109,6 +110,7 @@ async def allocate(request: web.Request) -> web.Response:
     }
     public_host(request)  # an unusable Host fails before an instance is taken
     lease = await request.app[POOL].acquire(timeout, **options)
+    upstream.preconnect(request.app, lease)
     proxy_url, ws_url = session_urls(request, lease.session_id)
     return web.json_response({
         "session_id": lease.session_id, "proxy_url": proxy_url, "ws_url": ws_url,
