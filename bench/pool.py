@@ -42,6 +42,8 @@ PAGE = ("<html><head><title>bench</title></head><body style='margin:0;font:40px 
         "background:linear-gradient(90deg,#08f,#f80)'><h1>lkpool bench</h1>"
         + "<p>lorem ipsum dolor sit amet</p>" * 30 + "</body></html>")
 WIDTH, HEIGHT = 800, 600
+# a screenshot job needs no video: like the baseline, it asks for (almost) no frame capture
+JOB_FRAMERATE = 1
 LISTENING = re.compile(rb"listening on (http://127\.0\.0\.1:\d+)")
 
 
@@ -246,7 +248,8 @@ async def screenshots(srv: Served, http: aiohttp.ClientSession, settings: Settin
         async def through_lkpool() -> int:
             async with http.post(srv.base + "/browser",
                                  params={"timeout": 120, "url": url, "width": WIDTH,
-                                         "height": HEIGHT}) as resp:
+                                         "height": HEIGHT, "framerate": JOB_FRAMERATE}
+                                 ) as resp:
                 body = await resp.json()
                 assert resp.status == 200, body
             try:
