@@ -218,10 +218,14 @@ class Page:
         self.closed = False
         self._buttons = 0
         self._cursor_task: asyncio.Task | None = None
+        self._title_task: asyncio.Task | None = None
         self._listeners = [
             cdp.on("Page.frameNavigated", self._on_frame_navigated),
             cdp.on("Page.navigatedWithinDocument", self._on_same_document),
             cdp.on("Target.targetInfoChanged", self._on_target_info),
+            # Chromium reports a <title> parsed after commit in no event: ask at these points
+            cdp.on("Page.domContentEventFired", self._on_document_event),
+            cdp.on("Page.loadEventFired", self._on_document_event),
         ]
 
     @classmethod
@@ -268,12 +272,26 @@ class Page:
 
     def _on_target_info(self, params: dict, _session: str | None) -> None:
         info = params.get("targetInfo", {})
-        if info.get("targetId") != self.target_id:
-            return
-        title = info.get("title", "")
+        if info.get("targetId") == self.target_id:
+            self._set_title(info.get("title", ""))
+
+    def _set_title(self, title: str) -> None:
         if title != self.title:
             self.title = title
             self.emit("title", title)
+
+    def _on_document_event(self, _params: dict, session_id: str | None) -> None:
+        if session_id != self.session or self.closed:
+            return
+        if self._title_task is None or self._title_task.done():
+            self._title_task = asyncio.get_running_loop().create_task(self._refresh_title())
+
+    async def _refresh_title(self) -> None:
+        try:
+            res = await self.cdp.send("Target.getTargetInfo", {"targetId": self.target_id})
+        except Exception:  # the page closed meanwhile: nothing to report
+            return
+        self._set_title(res.get("targetInfo", {}).get("title", ""))
 
     # -- navigation --
     async def navigate(self, url: str, load_timeout: float = 10.0) -> None:
