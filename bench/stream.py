@@ -108,7 +108,7 @@ async def input_round_trip(base: str, sid: str, page: Any, count: int = 40
             sent = time.time_ns()
             await ws.send_json({"type": "mouse", "action": "click", "x": 10 + i, "y": 10,
                                 "id": i})
-            while (msg := await ws.receive_json())["type"] != "ack":
+            while (await ws.receive_json())["type"] != "ack":
                 pass
             ack_ms.append((time.time_ns() - sent) / 1e6)
             hit = (await page.evaluate("window.hits[window.hits.length - 1]"))

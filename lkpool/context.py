@@ -25,7 +25,7 @@ import socket
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -96,6 +96,7 @@ class BrowserPage(EventEmitter[PageEvent]):
         self.dropped = 0
         self.closed = False
         self.close_reason: str | None = None
+        self.target_id = ""  # the page's CDP target, for callers that drive it over CDP
         self._buffers: dict[int, FrameBuffers] = {}  # generation -> buffers
         self._generation = 0
         self._frame: rtc.VideoFrame | None = None
@@ -125,13 +126,15 @@ class BrowserPage(EventEmitter[PageEvent]):
         self._buffers[0] = buffers
         self._alloc_frame(self.width, self.height)
         try:
-            await self._ctx._request(lambda req: p.CreatePage(
+            value = await self._ctx._request(lambda req: p.CreatePage(
                 req=req, page_id=self._id, url=self.url, width=self.width, height=self.height,
                 framerate=self.framerate, shm_names=buffers.names),
                 timeout=self._ctx.settings.start_timeout)
         except BaseException:
             self._release_buffers()
             raise
+        if value:
+            self.target_id = json.loads(value).get("target_id", "")
 
     async def aclose(self) -> None:
         if self.closed:
@@ -347,6 +350,7 @@ class BrowserContext(EventEmitter[ContextEvent]):
         self.instance_id = next(_instance_ids)
         self.log = logging.LoggerAdapter(logger, {"instance": self.instance_id})
         self._proc: multiprocessing.process.BaseProcess | None = None
+        self._starting: asyncio.Future | None = None
         self._channel: Channel | None = None
         self._reader: asyncio.Task | None = None
         self._pending: dict[int, asyncio.Future[str]] = {}
@@ -427,7 +431,8 @@ class BrowserContext(EventEmitter[ContextEvent]):
         try:
             await self._spawn(settings)
         except BaseException:
-            await self._teardown("start_failed")
+            # shielded: a caller cancelling the start must not leave a half-started child
+            await asyncio.shield(self._teardown("start_failed"))
             raise
         self._state = "running"
         self._reader = asyncio.create_task(self._read_loop(), name=f"lkpool-ctx-{self.instance_id}")
@@ -450,7 +455,9 @@ class BrowserContext(EventEmitter[ContextEvent]):
                 target=child_main.run, name=f"lkpool-instance-{self.instance_id}",
                 args=(child_sock, settings, self.profile_dir, self._requested_port))
             self.started_at = time.monotonic()
-            await asyncio.to_thread(self._proc.start)
+            # the fork/exec goes on in its thread even if we are cancelled: teardown waits
+            self._starting = asyncio.ensure_future(asyncio.to_thread(self._proc.start))
+            await asyncio.shield(self._starting)
             self._child_pid = self._proc.pid
         finally:
             child_sock.close()
@@ -528,6 +535,10 @@ class BrowserContext(EventEmitter[ContextEvent]):
         self.emit("closed", reason)
 
     async def _stop_process(self) -> None:
+        if self._starting is not None:
+            with contextlib.suppress(Exception):
+                await self._starting  # a start still under way: let it finish, then stop it
+            self._child_pid = self._proc.pid if self._proc else None
         proc = self._proc
         if proc is None or proc.pid is None:
             return

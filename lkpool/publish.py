@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from livekit import rtc
 
-from .errors import ClosedError, InvalidArgument, LiveKitUnreachable, LkpoolError
+from .errors import ClosedError, InvalidArgument, LiveKitUnreachable
 from .events import EventEmitter
 
 SAMPLE_RATE = 48000

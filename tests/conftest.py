@@ -11,6 +11,8 @@ import pytest
 from lkpool.config import Settings
 from tests.support import leaks
 
+pytest_plugins = ["tests.support.cef"]  # the CEF stand-in fixtures
+
 
 def pytest_configure(config: pytest.Config) -> None:
     # PulseAudio is a shared service: start it before we become a subreaper, so its daemon

@@ -41,17 +41,27 @@ async def next_paint(page, timeout: float = 15.0) -> PaintData:
 
 
 async def test_known_colour_frame_at_page_size(ctx, site) -> None:
-    """A green page paints BGRA frames of that green at the page's size."""
+    """A green page paints BGRA frames of that green at the page's size; a still page paints
+    no more, so its current image is `last_frame`."""
     page = await ctx.new_page(url=f"{site}/green", width=320, height=240, framerate=30)
     try:
-        for _ in range(30):
-            data, pixels = await next_paint(page)
-            if pixels[120, 160].tolist() == [0, 255, 0, 255]:
-                break
-        assert (data.width, data.height) == (320, 240)
-        assert data.frame.width == 320 and data.frame.height == 240
+        for _ in range(50):
+            frame = page.last_frame
+            if frame is not None:
+                pixels = np.frombuffer(bytes(frame.data), np.uint8).reshape(240, 320, 4)
+                if pixels[120, 160].tolist() == [0, 255, 0, 255]:
+                    break
+            await asyncio.sleep(0.1)
+        assert frame.width == 320 and frame.height == 240
         assert pixels[120, 160].tolist() == [0, 255, 0, 255]
         assert page.frames > 0
+        await page.evaluate("document.body.style.background = 'rgb(0,0,255)'")
+        for _ in range(30):
+            data, pixels = await next_paint(page)
+            if pixels[120, 160].tolist() == [255, 0, 0, 255]:
+                break
+        assert (data.width, data.height) == (320, 240)
+        assert pixels[120, 160].tolist() == [255, 0, 0, 255]  # blue, in BGRA
     finally:
         await page.aclose()
 
@@ -174,3 +184,31 @@ async def test_missing_chromium_is_a_clear_error(tmp_path) -> None:
         await ctx.initialize()
     with pytest.raises(ClosedError):
         await ctx.initialize()
+
+
+async def test_cancelled_start_leaves_nothing(tmp_path) -> None:
+    """Cancelling initialize() part-way stops the half-started child; nothing is left."""
+    settings = Settings(chromium_profile_base_dir=str(tmp_path / "profiles"))
+    for delay in [float(d) for d in os.environ.get("LKPOOL_CANCEL_DELAYS", "0,0.05,0.5").split(",")]:
+        ctx = BrowserContext(dev_mode=False, settings=settings)
+        task = asyncio.create_task(ctx.initialize())
+        await asyncio.sleep(delay)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await ctx.aclose()
+        assert not ctx.alive and not (tmp_path / "profiles").exists() or not any(
+            (tmp_path / "profiles").iterdir())
+
+
+async def test_page_exposes_its_cdp_target(ctx, site) -> None:
+    """page.target_id names the CDP target the page renders, as /json/list shows it."""
+    page = await ctx.new_page(url=f"{site}/green", width=200, height=200)
+    try:
+        import aiohttp
+        async with aiohttp.ClientSession() as http:
+            targets = await (await http.get(
+                f"http://127.0.0.1:{ctx.remote_debugging_port}/json/list")).json()
+        assert page.target_id in {t["id"] for t in targets}
+    finally:
+        await page.aclose()

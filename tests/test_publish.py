@@ -20,7 +20,7 @@ from lkpool.context import BrowserContext
 from lkpool.errors import InvalidArgument
 from lkpool.publish import AudioRing, PagePublisher
 from tests.support.pages import serve_pages
-from tests.test_engines import cef_settings, cef_standin, no_cef  # noqa: F401 (fixtures)
+from tests.support.cef import cef_settings
 
 TONE_ON = """<html><body style='margin:0;background:{color}'><script>
 const ctx = new AudioContext(); const o = ctx.createOscillator(); o.frequency.value = 440;

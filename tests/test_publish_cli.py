@@ -1,5 +1,5 @@
 """`lkpool publish` as a user runs it: a real subprocess (engine cef with the painting
-stand-in of tests/test_engines.py, so no Chromium starts), its exit status and its message."""
+stand-in of tests/support/cef.py, so no Chromium starts), its exit status and its message."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import sys
 
 import pytest
 
-from tests.test_engines import cef_standin, no_cef  # noqa: F401 (fixtures)
 from tests.test_publish_server import LIVE, refusing_livekit
 
 

@@ -1,5 +1,5 @@
 """POST/GET/DELETE /session/{id}/publish on the real server (real pool, engine cef with the
-painting stand-in of tests/test_engines.py, so no Chromium starts).
+painting stand-in of tests/support/cef.py, so no Chromium starts).
 
 There is no LiveKit server here: the refusals are checked against a local HTTP server that
 answers 401 the way LiveKit does to a bad token, and records the token it was shown so the
@@ -22,7 +22,7 @@ from livekit import api, rtc
 
 from lkpool.config import Settings
 from tests.server.conftest import run_server, wait_until
-from tests.test_engines import cef_settings, cef_standin, no_cef  # noqa: F401 (fixtures)
+from tests.support.cef import cef_settings
 
 KEY, SECRET = "devkey", "s" * 32
 

@@ -81,6 +81,14 @@ def run(args: argparse.Namespace) -> int:
         return 2
     logging.basicConfig(level=level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from ..engines import check
+    from ..errors import EngineError
+
+    try:
+        check(settings)  # e.g. ENGINE=cef without its binaries: say so now, not per lease
+    except EngineError as exc:
+        print(f"lkpool serve: error: {exc}", file=sys.stderr)
+        return 2
     try:
         loop_factory = LOOPS[args.loop]()
     except ImportError:

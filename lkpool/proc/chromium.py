@@ -313,6 +313,8 @@ class Page:
             if res.get("errorText"):
                 raise NavigationFailed(f"{url}: {res['errorText']}")
             loader = res.get("loaderId")  # none for a same-document change
+            if url == "about:blank":
+                return  # committed at once; Chromium reports its load under another loader
             deadline = asyncio.get_running_loop().time() + load_timeout
             while loader and loader not in loaded:
                 seen.clear()

@@ -153,7 +153,7 @@ class Child:
             raise PageGone(f"no page {msg.page_id}")
         return state.page
 
-    async def create_page(self, m: p.CreatePage) -> None:
+    async def create_page(self, m: p.CreatePage) -> str:
         if m.page_id in self.pages:
             raise ValueError(f"page {m.page_id} exists already")
         _check_size(m.width, m.height, m.framerate)
@@ -181,14 +181,22 @@ class Child:
         self.pages[m.page_id] = PageState(page, out, capture, native)
         if self.first_page is None:
             self.first_page = m.page_id
-        if m.url:
-            self._spawn(self._initial_load(page, m.url))
+        if m.url:  # answered after the first load, as Playwright's newPage + goto would
+            await self._initial_load(page, m.url)
+        return json.dumps({"target_id": target})  # the parent exposes it as page.target_id
 
     async def _initial_load(self, page: Page, url: str) -> None:
-        try:
-            await page.navigate(url)
-        except Exception as exc:  # creation succeeded; a bad first URL is only logged
-            logger.warning("page %d: initial load of %s failed: %s", page.id, url, exc)
+        for attempt in (1, 2):
+            try:
+                await page.navigate(url)
+                return
+            except Exception as exc:  # creation succeeded; a bad first URL is only logged
+                # a fresh tab may still be committing its start-up about:blank, which
+                # aborts the first navigation: that one is worth a second try
+                if attempt == 1 and "ERR_ABORTED" in str(exc):
+                    continue
+                logger.warning("page %d: initial load of %s failed: %s", page.id, url, exc)
+                return
 
     async def close_page(self, m: p.ClosePage) -> None:
         state = self.pages.get(m.page_id)

@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import weakref
-from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import web
 
 from ..config import Settings
 
-if TYPE_CHECKING:
-    from ..pool import Pool
-    from .metrics import Metrics
-
 SETTINGS = web.AppKey("settings", Settings)
-POOL = web.AppKey("pool", "Pool")
-METRICS = web.AppKey("metrics", "Metrics")
+POOL = web.AppKey("pool", "Pool")  # lkpool.pool.Pool; a string to keep imports one-way
+METRICS = web.AppKey("metrics", "Metrics")  # lkpool.server.metrics.Metrics
 # the client session the proxy talks to instances with (one per app, pooled connections)
 PROXY_HTTP = web.AppKey("proxy_http", aiohttp.ClientSession)
 # session id -> the task opening its browser target's WebSocket early (server.upstream)

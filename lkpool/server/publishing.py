@@ -33,7 +33,7 @@ from ..errors import InvalidArgument
 from ..livekit_token import Credentials, check_name, publisher_token
 from ..pool import Lease
 from ..publish import PagePublisher, connect_room
-from .appkeys import POOL, SETTINGS
+from .appkeys import POOL, PUBLICATIONS, SETTINGS
 from .auth import presented_token
 
 logger = logging.getLogger(__name__)
@@ -61,8 +61,6 @@ class Publication:
                 "inputs_rejected": p.inputs_rejected}
 
 
-# session id -> its publication (None while it joins its room). TODO(pool+server): move this key into appkeys.py
-PUBLICATIONS = web.AppKey("publications", dict)
 
 
 async def _body(request: web.Request) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 `setup(app)` registers the routes (and the live view's, from `view.py`). The pool comes from
 `appkeys.POOL`; the broadcasters (one per watched page, see `frames.py`) live under
-`BROADCASTERS`, a key of this module, created and closed by a cleanup context.
+`appkeys.BROADCASTERS`, created and closed by this module's cleanup context.
 
 Both sockets end when the lease ends (released, expired or crashed): the frames socket
 closes with 1001 and the reason; the input socket first sends `{"type":"closed","reason"}`.
@@ -27,7 +27,6 @@ from .frames import Broadcasters, FrameOptions, ViewerStats, send_frames
 
 logger = logging.getLogger(__name__)
 
-BROADCASTERS = web.AppKey("lkpool_broadcasters", Broadcasters)
 
 TOUCH_INTERVAL = 1.0  # seconds between pool.touch calls while a socket streams
 PAGE_EVENTS = ("url_changed", "title_changed", "cursor_changed")
@@ -102,7 +101,7 @@ async def frames_ws(request: web.Request) -> web.WebSocketResponse:
     touch = _Toucher(pool, lease.session_id)
     page = lease.page
     reason = "client closed"
-    async with request.app[BROADCASTERS].watch(lease.session_id, page) as bc:
+    async with request.app[appkeys.BROADCASTERS].watch(lease.session_id, page) as bc:
         async def stream() -> None:
             nonlocal reason
             await send_frames(ws.send_bytes, bc, opts, framerate=page.framerate, stats=stats,
@@ -214,10 +213,10 @@ async def input_post(request: web.Request) -> web.Response:
 # ---- registration --------------------------------------------------------------------------
 
 async def _broadcasters_ctx(app: web.Application) -> AsyncIterator[None]:
-    app[BROADCASTERS] = Broadcasters()
+    app[appkeys.BROADCASTERS] = Broadcasters()
     yield
     # viewers still connected end now; their handlers close the sockets
-    app[BROADCASTERS].close_all()
+    app[appkeys.BROADCASTERS].close_all()
 
 
 def setup(app: web.Application) -> None:

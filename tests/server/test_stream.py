@@ -131,7 +131,7 @@ async def test_input_socket_and_post(small: Settings) -> None:
             assert msg["reason"] == "released"
             assert (await ws.receive(timeout=10)).type in (aiohttp.WSMsgType.CLOSE,
                                                             aiohttp.WSMsgType.CLOSED)
-            while (m := await frames.receive(timeout=10)).type is aiohttp.WSMsgType.BINARY:
+            while (await frames.receive(timeout=10)).type is aiohttp.WSMsgType.BINARY:
                 pass
             assert frames.close_code == 1001
 
