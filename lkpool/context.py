@@ -455,12 +455,17 @@ class BrowserContext(EventEmitter[ContextEvent]):
                 target=child_main.run, name=f"lkpool-instance-{self.instance_id}",
                 args=(child_sock, settings, self.profile_dir, self._requested_port))
             self.started_at = time.monotonic()
-            # the fork/exec goes on in its thread even if we are cancelled: teardown waits
+            # the fork/exec goes on in its thread even if we are cancelled (teardown waits for
+            # it), and it needs the child's end of the socketpair open until it is done
             self._starting = asyncio.ensure_future(asyncio.to_thread(self._proc.start))
+            self._starting.add_done_callback(lambda _: child_sock.close())
             await asyncio.shield(self._starting)
             self._child_pid = self._proc.pid
-        finally:
-            child_sock.close()
+        except BaseException:
+            if self._starting is None:
+                child_sock.close()
+            parent_sock.close()
+            raise
         self._channel = await Channel.open(parent_sock)
         try:
             first = await asyncio.wait_for(self._channel.recv(), settings.start_timeout)
