@@ -46,7 +46,13 @@ BASE_FLAGS = [
     "--disable-renderer-backgrounding", "--disable-backgrounding-occluded-windows",
     "--disable-background-timer-throttling",
     "--disable-features=Translate,MediaRouter,OptimizationHints,DialMediaRouteProvider,"
-    "AutofillServerCommunication,InterestFeedContentSuggestions",
+    "AutofillServerCommunication,InterestFeedContentSuggestions,"
+    # memory (bench/density.py): headful Chromium preloads the omnibox popup's WebUI in a
+    # renderer of its own (chrome://omnibox-popup.top-chrome, 15-40 MB) that kiosk mode never
+    # shows, and keeps a spare renderer warm for the next navigation
+    "WebUIOmniboxPopup,WebUIOmniboxFullPopup,WebUIOmniboxAimPopup,PreloadTopChromeWebUI,"
+    "SpareRendererForSitePerProcess",
+    "--renderer-process-limit=1",
     # software compositing needs no separate GPU process: one process less per instance
     "--in-process-gpu",
 ]
