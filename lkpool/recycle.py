@@ -91,7 +91,10 @@ async def reset_browser(port: int, origins: set[str], timeout: float) -> None:
                     continue
                 if (origin := origin_of(t.get("url", ""))) is not None:
                     origins.add(origin)
-                if t.get("url") != "about:blank":
+                # "" is a page whose navigation has not committed: the primary page on its way
+                # to about:blank (navigate answers before that commit). Closing it would close
+                # the last tab, and Chromium quits with it.
+                if t.get("url") not in ("about:blank", ""):
                     await call("Target.closeTarget", targetId=t["targetId"])
             await call("Storage.clearCookies")
             for origin in sorted(origins):
