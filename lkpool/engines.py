@@ -18,14 +18,14 @@ from .config import Settings
 EngineName = Literal["chromium", "cef"]
 
 
-def _chromium(settings: Settings) -> Any:
+def _chromium(settings: Settings, port: int) -> Any:
     from .context import BrowserContext
-    return BrowserContext(settings=settings)
+    return BrowserContext(settings=settings, remote_debugging_port=port)
 
 
-def _cef(settings: Settings) -> Any:
+def _cef(settings: Settings, port: int) -> Any:
     from .cef import CefContext
-    return CefContext(settings=settings)
+    return CefContext(settings=settings, remote_debugging_port=port)
 
 
 def _cef_resources(settings: Settings) -> Any:
@@ -33,7 +33,8 @@ def _cef_resources(settings: Settings) -> Any:
     return cef_resources_dir()
 
 
-ENGINES: dict[EngineName, Callable[[Settings], Any]] = {"chromium": _chromium, "cef": _cef}
+ENGINES: dict[EngineName, Callable[[Settings, int], Any]] = {"chromium": _chromium,
+                                                             "cef": _cef}
 # what each engine needs on this machine, checked once at start-up
 CHECKS: dict[EngineName, Callable[[Settings], Any]] = {
     "chromium": lambda s: None,  # the chromium engine checks its binary when it starts
@@ -46,8 +47,9 @@ def check(settings: Settings) -> None:
     CHECKS[settings.engine](settings)
 
 
-def create_context(settings: Settings) -> Any:
-    """A not yet initialised context of `settings.engine`; call `await ctx.initialize()`."""
+def create_context(settings: Settings, *, remote_debugging_port: int = 0) -> Any:
+    """A not yet initialised context of `settings.engine`; call `await ctx.initialize()`.
+    A port of 0 lets the browser pick a free one."""
     check(settings)
-    return ENGINES[settings.engine](settings)
+    return ENGINES[settings.engine](settings, remote_debugging_port)
 

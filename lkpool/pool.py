@@ -32,6 +32,7 @@ import enum
 import itertools
 import logging
 import secrets
+import socket
 import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable
@@ -40,8 +41,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from . import engines, recycle
 from .config import MAX_FRAMERATE, MAX_HEIGHT, MAX_WIDTH, Settings
-from .errors import (BrowserStartError, InstanceCrashed, InvalidArgument, LkpoolError, PoolClosed, PoolExhausted,
-                     UnknownSession)
+from .errors import (BrowserStartError, EngineError, InstanceCrashed, InvalidArgument,
+                     LkpoolError, PoolClosed, PoolExhausted, UnknownSession)
 from .events import EventEmitter
 
 if TYPE_CHECKING:
@@ -173,7 +174,7 @@ class Pool(EventEmitter[PoolEvent]):
 
     def __init__(self, settings: Settings | None = None, *,
                  check_invalid: recycle.CheckInvalid | None = None,
-                 context_factory: Callable[[Settings], BrowserContext] | None = None) -> None:
+                 context_factory: Callable[..., BrowserContext] | None = None) -> None:
         super().__init__()
         self.settings = settings or Settings.from_env()
         self.policy = recycle.ReusePolicy.from_settings(self.settings, check_invalid)
@@ -478,11 +479,30 @@ class Pool(EventEmitter[PoolEvent]):
         self._slots[slot.id] = slot
         self._spawn(self._start(slot), f"lkpool-start-{slot.id}")
 
+    def _free_port(self) -> int:
+        """DEBUGGING_PORT_START > 0: the first port from there that no instance of ours holds
+        and nothing else listens on; 0: let each browser pick its own (race-free)."""
+        start = self.settings.debugging_port_start
+        if not start:
+            return 0
+        taken = {slot.context.remote_debugging_port for slot in self._slots.values()
+                 if slot.context is not None}
+        for port in range(start, min(65536, start + 16 * self.settings.max_instances + 64)):
+            if port in taken:
+                continue
+            with socket.socket() as probe:
+                try:
+                    probe.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            return port
+        raise EngineError(f"no free DevTools port from DEBUGGING_PORT_START={start}")
+
     async def _start(self, slot: Slot) -> None:
         s = self.settings
         started = time.monotonic()
         try:
-            slot.context = self._factory(s)
+            slot.context = self._factory(s, remote_debugging_port=self._free_port())
             await slot.context.initialize()
             slot.context.on("closed", lambda reason: self._on_closed(slot, reason))
             slot.page = await slot.context.new_page(url="about:blank", width=s.width,

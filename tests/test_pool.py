@@ -134,3 +134,20 @@ async def test_start_purges_leftovers_and_close_during_starts_leaves_nothing(sma
         await pool.aclose()
         foreign.rmdir()
     assert pool.closed and not pool.slots()
+
+
+async def test_debugging_ports_from_the_configured_start(small) -> None:
+    """DEBUGGING_PORT_START hands each instance the first free port from there, skipping one
+    that something else already listens on."""
+    import socket
+
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        start = squatter.getsockname()[1]
+        squatter.listen()
+        async with Pool(small.replace(debugging_port_start=start, num_warm=2)) as pool:
+            await pool.wait_ready()
+            ports = sorted(s.context.remote_debugging_port for s in pool.slots())
+            assert len(ports) == 2 and start not in ports and all(p > start for p in ports)
+            async with pool.lease(30) as lease:
+                assert lease.debugging_port in ports

@@ -13,6 +13,7 @@ up to it without restarting Xvfb (its RandR cannot grow a screen); measured cost
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import select
@@ -20,6 +21,7 @@ import shlex
 import shutil
 import subprocess
 import time
+import urllib.request
 from dataclasses import dataclass
 
 from ..config import Settings
@@ -137,23 +139,42 @@ def chromium_command(settings: Settings, profile_dir: str, port: int, mode: str,
             *shlex.split(settings.chromium_flags), "about:blank"]
 
 
-async def _devtools(profile_dir: str, proc: subprocess.Popen, timeout: float) -> tuple[int, str]:
-    """Reads DevToolsActivePort, which Chromium writes once its DevTools server listens:
-    race-free even with port 0."""
-    path = os.path.join(profile_dir, "DevToolsActivePort")
+def _active_port_file(profile_dir: str, _port: int) -> tuple[int, str] | None:
+    """Port 0: Chromium writes DevToolsActivePort once its DevTools server listens, which is
+    race-free (it picked the port itself)."""
+    try:
+        with open(os.path.join(profile_dir, "DevToolsActivePort")) as f:
+            lines = f.read().split()
+    except FileNotFoundError:
+        return None
+    if len(lines) >= 2 and lines[0].isdigit():
+        return int(lines[0]), f"ws://127.0.0.1:{lines[0]}{lines[1]}"
+    return None
+
+
+def _json_version(_profile_dir: str, port: int) -> tuple[int, str] | None:
+    """A port given by the pool (DEBUGGING_PORT_START): Chromium writes no DevToolsActivePort
+    then, so ask the DevTools server itself."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/version", timeout=1) as r:
+            return port, json.load(r)["webSocketDebuggerUrl"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+async def _devtools(profile_dir: str, proc: subprocess.Popen, timeout: float,
+                    port: int = 0) -> tuple[int, str]:
+    probe = _json_version if port else _active_port_file
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while loop.time() < deadline:
         if proc.poll() is not None:
             raise BrowserStartError(f"Chromium exited with code {proc.returncode} while "
                                     f"starting (see {profile_dir}/chromium.log)")
-        try:
-            with open(path) as f:
-                lines = f.read().split()
-            if len(lines) >= 2:
-                return int(lines[0]), f"ws://127.0.0.1:{lines[0]}{lines[1]}"
-        except (FileNotFoundError, ValueError):
-            pass
+        found = await asyncio.to_thread(probe, profile_dir, port) if port else probe(
+            profile_dir, port)
+        if found is not None:
+            return found
         await asyncio.sleep(0.05)
     raise BrowserStartError(f"Chromium did not open DevTools within {timeout:.0f} s")
 
@@ -177,7 +198,7 @@ async def launch(settings: Settings, profile_dir: str, port: int, mode: str,
                                        stderr=log)
         try:
             debugging_port, ws_url = await _devtools(profile_dir, browser,
-                                                     settings.start_timeout)
+                                                     settings.start_timeout, port)
         except BaseException:
             browser.kill()
             browser.wait()
