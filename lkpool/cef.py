@@ -329,6 +329,8 @@ class CefContext(EventEmitter[str]):
     def profile_dir(self) -> str | None:
         return self._inner._root_cache_path if self._inner else None
 
+    browser_path = None  # CEF does not say; the proxy asks /json/version
+
     @property
     def alive(self) -> bool:
         return (self.closed_reason is None and self._running()

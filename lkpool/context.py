@@ -153,6 +153,9 @@ class BrowserPage(EventEmitter[PageEvent]):
         self.closed = True
         self.close_reason = reason
         self._release_buffers()
+        # the pixels go too: ended leases keep their page object for a while (to say why
+        # they ended), and a 1280x720 frame is 3.7 MB
+        self._frame = self._pixels = None
         self._ctx._pages.pop(self._id, None)
         self.emit("closed", reason)
 
@@ -401,6 +404,12 @@ class BrowserContext(EventEmitter[ContextEvent]):
     @property
     def version(self) -> str:
         return self._ready.version if self._ready else ""
+
+    @property
+    def browser_path(self) -> str | None:
+        """The browser target's WebSocket path, so a proxy needs no /json/version per
+        connection."""
+        return self._ready.browser_path if self._ready else None
 
     @property
     def alive(self) -> bool:

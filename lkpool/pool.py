@@ -519,7 +519,7 @@ class Pool(EventEmitter[PoolEvent]):
             return
         if self.policy.max_reusable > 0:
             slot.page.on("url_changed", lambda url: self._note_origin(slot, url))
-        slot.browser_path = recycle.browser_path(slot.context.profile_dir)
+        slot.browser_path = getattr(slot.context, "browser_path", None)
         self._failures = 0
         if self.degraded:
             logger.info("an instance started again: the pool is healthy")

@@ -101,19 +101,6 @@ async def reset_browser(port: int, origins: set[str], timeout: float) -> None:
                 await call("Storage.clearDataForOrigin", origin=origin, storageTypes="all")
 
 
-def browser_path(profile_dir: str | None) -> str | None:
-    """The browser target's WebSocket path from the DevToolsActivePort file Chromium writes
-    in its profile, so the proxy needs no /json/version round trip per connection."""
-    if not profile_dir:
-        return None
-    try:
-        with open(os.path.join(profile_dir, "DevToolsActivePort")) as f:
-            lines = f.read().split()
-    except OSError:
-        return None
-    return lines[1] if len(lines) > 1 and lines[1].startswith("/devtools/browser/") else None
-
-
 def stats(*, count: int, created: float, last_used: float) -> dict[str, Any]:
     """The object-pool stats handed to `check_invalid`: uses, age and last use."""
     now = time.monotonic()

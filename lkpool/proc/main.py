@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.parse
 import logging
 import os
 import shutil
@@ -144,7 +145,8 @@ class Child:
             await self.audio.start(self._on_audio)
         self.channel.send(p.ContextReady(
             self.launched.debugging_port, self.launched.browser.pid, self.mode,
-            self.launched.display, self.audio.name if self.audio else "", version))
+            self.launched.display, self.audio.name if self.audio else "", version,
+            urllib.parse.urlsplit(self.launched.ws_url).path))
 
     # ---- commands ------------------------------------------------------------------------
     def page(self, msg: Any) -> Page:

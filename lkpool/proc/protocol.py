@@ -214,6 +214,7 @@ class ContextReady(Message):
     display: str
     audio_sink: str
     version: str
+    browser_path: str  # the browser target's WebSocket path, /devtools/browser/<id>
 
 
 @message(65)
