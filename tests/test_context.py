@@ -212,3 +212,34 @@ async def test_page_exposes_its_cdp_target(ctx, site) -> None:
         assert page.target_id in {t["id"] for t in targets}
     finally:
         await page.aclose()
+
+
+async def _pixel_at(page, x: int, y: int, want: list[int], size: tuple[int, int]) -> list[int]:
+    """The page's current pixel at (x, y) once the frame has `size` and that colour (or the
+    last seen after a few seconds)."""
+    got: list[int] = []
+    for _ in range(60):
+        frame = page.last_frame
+        if frame is not None and (frame.width, frame.height) == size:
+            got = np.frombuffer(bytes(frame.data), np.uint8).reshape(size[1], size[0], 4)[
+                y, x].tolist()
+            if all(abs(a - b) <= 3 for a, b in zip(got, want)):
+                return got
+        await asyncio.sleep(0.1)
+    return got
+
+
+async def test_page_larger_than_the_x11_screen(tmp_path, site) -> None:
+    """A page larger than Xvfb's screen is still rendered (by screencast), and resizing it to
+    fit the screen and back keeps the frames right at each size."""
+    settings = Settings(chromium_profile_base_dir=str(tmp_path / "profiles"), audio=False)
+    async with BrowserContext(dev_mode=False, settings=settings) as ctx:
+        page = await ctx.new_page(url=f"{site}/green", width=2560, height=1440)
+        for size, css, bgra in [((2560, 1440), None, [0, 255, 0, 255]),
+                                ((640, 360), "rgb(0,0,255)", [255, 0, 0, 255]),
+                                ((3000, 2000), "rgb(255,0,0)", [0, 0, 255, 255])]:
+            await page.resize(*size)
+            if css:
+                await page.evaluate(f"document.body.style.background = '{css}'")
+            got = await _pixel_at(page, size[0] - 60, size[1] - 40, bgra, size)
+            assert got and all(abs(a - b) <= 3 for a, b in zip(got, bgra)), (size, got)

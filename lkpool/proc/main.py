@@ -72,7 +72,9 @@ class PageState:
     page: Page
     out: FrameOut
     capture: Any
-    native: bool  # the x11 page on screen (no emulation at the screen size)
+    native: bool  # captured from the x11 screen (else by screencast)
+    on_screen: bool = False  # the kiosk window's tab: x11 capture whenever it fits the screen
+    framerate: int = 30
 
 
 def _check_size(width: int, height: int, framerate: int | None = None) -> None:
@@ -160,10 +162,8 @@ class Child:
             raise ValueError(f"page {m.page_id} exists already")
         _check_size(m.width, m.height, m.framerate)
         assert self.cdp is not None and self.launched is not None
-        native = self.mode == "x11" and self.spare_target is not None and not self.pages
-        if native and (m.width > self.launched.screen[0] or m.height > self.launched.screen[1]):
-            raise ValueError(f"{m.width}x{m.height} does not fit the x11 screen "
-                             f"{self.launched.screen[0]}x{self.launched.screen[1]}")
+        on_screen = self.mode == "x11" and self.spare_target is not None and not self.pages
+        native = on_screen and self._fits(m.width, m.height)
         if self.spare_target is not None:
             target, self.spare_target = self.spare_target, None
         else:  # in kiosk mode a background tab keeps the on-screen one in front
@@ -175,12 +175,11 @@ class Child:
                                      lambda kind, value: self._page_event(m.page_id, kind, value))
             await page.set_size(m.width, m.height, self.launched.screen if native else None)
             out = FrameOut(m.page_id, buffers, m.shm_names, self._send)
-            mode = "x11" if native else "screencast"
-            capture = CAPTURES[mode](out, m.framerate, display=self.launched.display, page=page)
+            capture = self._capture(native, out, m.framerate, page)
         except BaseException:
             buffers.close()
             raise
-        self.pages[m.page_id] = PageState(page, out, capture, native)
+        self.pages[m.page_id] = PageState(page, out, capture, native, on_screen, m.framerate)
         if self.first_page is None:
             self.first_page = m.page_id
         if m.url:  # answered after the first load, as Playwright's newPage + goto would
@@ -228,16 +227,32 @@ class Child:
             raise PageGone(f"no page {m.page_id}")
         _check_size(m.width, m.height)
         assert self.launched is not None
-        screen = self.launched.screen
-        if state.native and (m.width > screen[0] or m.height > screen[1]):
-            raise ValueError(f"{m.width}x{m.height} does not fit the x11 screen "
-                             f"{screen[0]}x{screen[1]}")
+        native = state.on_screen and self._fits(m.width, m.height)
         buffers = ChildFrameBuffers(m.shm_names, m.width, m.height, generation=m.generation)
         old = state.out.buffers
-        await state.page.set_size(m.width, m.height, screen if state.native else None)
+        await state.page.set_size(m.width, m.height, self.launched.screen if native else None)
         state.out = FrameOut(m.page_id, buffers, m.shm_names, self._send)
-        state.capture.switch(state.out)
+        if native is state.native:
+            state.capture.switch(state.out)
+        else:  # the page outgrew the x11 screen, or fits it again: change its frame source
+            await state.capture.aclose()
+            state.capture = self._capture(native, state.out, state.framerate, state.page)
+            state.native = native
         old.close()
+
+    def _fits(self, width: int, height: int) -> bool:
+        """Xvfb's screen cannot grow: a page larger than it is captured by screencast."""
+        assert self.launched is not None
+        fits = width <= self.launched.screen[0] and height <= self.launched.screen[1]
+        if not fits:
+            logger.info("%dx%d is larger than the x11 screen %dx%d: screencast capture",
+                        width, height, *self.launched.screen)
+        return fits
+
+    def _capture(self, native: bool, out: FrameOut, framerate: int, page: Page) -> Any:
+        assert self.launched is not None
+        return CAPTURES["x11" if native else "screencast"](
+            out, framerate, display=self.launched.display, page=page)
 
     async def set_framerate(self, m: p.SetFramerate) -> None:
         if not 0 < m.framerate <= MAX_FRAMERATE:
@@ -246,6 +261,7 @@ class Child:
         if state is None:
             raise PageGone(f"no page {m.page_id}")
         state.capture.set_framerate(m.framerate)
+        state.framerate = m.framerate
 
     async def evaluate(self, m: p.Evaluate) -> str:
         return json.dumps(await self.page(m).evaluate(m.expression))
