@@ -95,7 +95,9 @@ async def page_ws_url(http: aiohttp.ClientSession, proxy_url: str) -> str:
     """The proxied DevTools WebSocket of the lease's page (the first page target)."""
     async with http.get(f"{proxy_url}/json/list") as resp:
         targets = await resp.json()
-    return next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page")
+    pages = [t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page"]
+    assert pages, f"no page target: {targets}"
+    return pages[0]
 
 
 @pytest.fixture
