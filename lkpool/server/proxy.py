@@ -142,6 +142,7 @@ async def _http(request: web.Request, lease: Lease, tail: str) -> web.Response:
     if method is None:
         raise web.HTTPMethodNotAllowed(request.method, list(METHODS))
     method = FORCED_METHODS.get(tail.rstrip("/"), method)
+    await request.read()  # DevTools takes no body: reading it applies MAX_BODY_BYTES (413)
     status, content_type, body = await _fetch(request, lease, tail, method)
     if content_type.startswith("application/json") and tail.rstrip("/") != "json/protocol":
         try:
