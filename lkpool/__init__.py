@@ -1,12 +1,14 @@
-"""lkpool: a pool of off-screen Chromium browsers that renders pages into native video frames."""
+"""lkpool: a pool of off-screen Chromium browsers that renders pages into native video frames.
+
+The public names load on first use: each spawned child imports `lkpool.proc.main`, and going
+through this package must not pull livekit's native library, the pool or the server into it
+(about 25 MB of every instance's memory).
+"""
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
-
-from .config import Settings
-from .context import AudioData, BrowserContext, BrowserPage, PaintData
-from .errors import LkpoolError
 
 __all__ = ["APIClient", "AudioData", "BrowserContext", "BrowserPage", "Lease", "LkpoolError",
            "PaintData", "Pool", "Settings"]
@@ -14,15 +16,23 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from .client import APIClient
+    from .config import Settings
+    from .context import AudioData, BrowserContext, BrowserPage, PaintData
+    from .errors import LkpoolError
     from .pool import Lease, Pool
 
-_LAZY = {"Pool": ".pool", "Lease": ".pool", "APIClient": ".client"}
+_LAZY = {"Settings": ".config", "AudioData": ".context", "BrowserContext": ".context",
+         "BrowserPage": ".context", "PaintData": ".context", "LkpoolError": ".errors",
+         "Pool": ".pool", "Lease": ".pool", "APIClient": ".client"}
 
 
 def __getattr__(name: str) -> Any:
-    """The pool and the client load on first use: a plain frame consumer needs neither."""
     if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'lkpool' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
