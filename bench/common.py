@@ -1,0 +1,129 @@
+"""What the benchmarks share: a figure with its baseline (`Row`), the machine they ran on, and
+PSS of processes (for the density figure)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import subprocess
+import sys
+import types
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import psutil
+
+from lkpool.config import Settings
+
+
+@dataclass
+class Row:
+    """One figure beside its baseline from the same run. `ratio` is value/baseline unless
+    given (a bench knows which way round reads naturally, e.g. "x faster")."""
+    name: str
+    value: float
+    unit: str
+    baseline: float | None = None
+    baseline_name: str = ""
+    ratio: float | None = None
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.ratio is None and self.baseline:
+            self.ratio = self.value / self.baseline
+
+    def cells(self) -> list[str]:
+        base = "-" if self.baseline is None else f"{fmt(self.baseline)} {self.unit}"
+        if self.baseline_name:
+            base += f" ({self.baseline_name})"
+        ratio = "-" if self.ratio is None else f"{self.ratio:.2f}x"
+        return [self.name, f"{fmt(self.value)} {self.unit}", base, ratio, self.note]
+
+
+def fmt(x: float) -> str:
+    return f"{x:.0f}" if abs(x) >= 100 else f"{x:.1f}" if abs(x) >= 10 else f"{x:.2f}"
+
+
+def table(rows: list[Row]) -> str:
+    """A Markdown table of rows."""
+    head = ["figure", "value", "baseline (same run)", "ratio", "note"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(c.replace("|", "/") for c in r.cells()) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def chromium_version(path: str | None = None) -> str:
+    path = path or Settings().chromium_path
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30)
+        return out.stdout.strip() or out.stderr.strip()
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"unknown ({exc})"
+
+
+def machine() -> dict[str, str]:
+    """Cores, memory, CPU model, OS and Chromium version: the context every figure needs."""
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f
+                          if line.startswith("model name")), "")
+    except OSError:
+        pass
+    return {
+        "cores": str(os.cpu_count()),
+        "cpu": model or platform.processor(),
+        "memory": f"{psutil.virtual_memory().total / 2**30:.1f} GiB",
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "chromium": chromium_version(),
+        "load average at start": " ".join(f"{x:.1f}" for x in os.getloadavg()),
+    }
+
+
+def pss_kb(pid: int) -> int:
+    """Proportional set size of one process in kB (0 when it is gone): shared pages are
+    split among the processes that map them, so sums over processes do not double count."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def group_pids(pgid: int) -> list[int]:
+    """Live processes of a process group (an lkpool child leads its own)."""
+    out = []
+    for proc in psutil.process_iter(["pid", "status"]):
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                out.append(proc.pid)
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return out
+
+
+def tree_pids(pid: int) -> list[int]:
+    try:
+        root = psutil.Process(pid)
+        return [pid, *(p.pid for p in root.children(recursive=True))]
+    except psutil.Error:
+        return []
+
+
+@contextlib.contextmanager
+def deployed_main() -> Iterator[None]:
+    """Children spawned inside start as under `lkpool serve`. The spawn start method imports
+    the parent's main module in every child unless it is a package's `__main__` (as
+    `python -m lkpool` is); a bench's main module (and all it imports) would otherwise
+    weigh on each instance's child and skew memory figures."""
+    real = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = real
