@@ -12,8 +12,9 @@ life of the process), the self-pipe of an event loop still open (pytest-asyncio 
 module-scoped loop inside the module's first test and closes it after the last), connections
 accepted by a server that was already listening before the test (a module-scoped page server
 that a module-scoped browser keeps talking to), and `anon_inode:` handles (epoll, eventfd,
-timerfd) that native runtimes such as livekit's FFI open once and keep. Sockets, pipes and
-files all count.
+timerfd) that native runtimes such as livekit's FFI open once and keep. livekit's FFI also
+opens a Unix socketpair when it starts (once per process, kept): in the test where it
+starts, new Unix sockets are not counted. Sockets, pipes and files all count otherwise.
 
 A null sink is a module of the shared PulseAudio daemon named `lkpool_<pid>_<n>` after the
 child that loaded it: one that appeared during the test and whose child is ours or dead is a
@@ -29,6 +30,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,16 +144,26 @@ def listening() -> set[tuple[str, int]]:
     return {tuple(c.laddr) for c in _connections().values() if c.status == psutil.CONN_LISTEN}
 
 
+def livekit_ffi_started() -> bool:
+    """True once livekit's FFI runtime runs in this process (it never stops)."""
+    module = sys.modules.get("livekit.rtc._ffi_client")
+    return module is not None and getattr(module.FfiClient, "_instance", None) is not None
+
+
 def new_fds(before: Snapshot) -> dict[int, str]:
     fresh = {fd: target for fd, target in open_fds().items()
              if before.fds.get(fd) != target and not target.startswith(LONG_LIVED_TARGETS)}
     if fresh:  # the scans below are only paid when something is suspect
         for fd in _long_lived_fds():
             fresh.pop(fd, None)
-        for fd, conn in _connections().items():
+        conns = _connections()
+        for fd, conn in conns.items():
             if fd in fresh and conn.laddr and tuple(conn.laddr) in before.listening \
                     and conn.status != psutil.CONN_LISTEN:
                 fresh.pop(fd)
+        if not before.ffi and livekit_ffi_started():
+            fresh = {fd: t for fd, t in fresh.items()
+                     if not t.startswith("socket:") or fd in conns}
     return fresh
 
 
@@ -196,11 +208,12 @@ class Snapshot:
     fds: dict[int, str] = field(default_factory=dict)
     sinks: set[str] = field(default_factory=set)
     listening: set[tuple[str, int]] = field(default_factory=set)
+    ffi: bool = False
 
     @classmethod
     def take(cls) -> Snapshot:
         return cls(set(descendants()), shm_names(), open_fds(), set(pulse_sinks()),
-                   listening())
+                   listening(), livekit_ffi_started())
 
 
 def _born_of(proc: psutil.Process, owners: set[int]) -> bool:
