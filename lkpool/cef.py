@@ -30,11 +30,14 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import errors, keys
 from .config import Settings
 from .events import EventEmitter
+
+if TYPE_CHECKING:
+    from livekit import rtc
 
 DOWNLOAD_HINT = "run `python scripts/download_cef.py` (or `pip install 'lkpool[cef]'` first)"
 # seconds a CEF child has to exit after its socket closed before its group is killed
@@ -120,7 +123,13 @@ class CefPage(EventEmitter[str]):
         data.captured_ns = time.monotonic_ns()  # the clock lkpool.context uses
         self.width, self.height = data.width, data.height
         self.frames += 1
+        self._last_frame = data.frame  # livekit's page merges dirty rects into it, as ours
         self.emit("paint", data)
+
+    @property
+    def last_frame(self) -> rtc.VideoFrame | None:
+        """The page's current image, as lkpool.context.BrowserPage.last_frame."""
+        return getattr(self, "_last_frame", None)
 
     def _on_url(self, url: str) -> None:
         self.url = url

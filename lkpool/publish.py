@@ -28,6 +28,7 @@ import itertools
 import json
 import logging
 import time
+from types import SimpleNamespace
 from collections.abc import Callable, Collection
 from typing import Any
 
@@ -196,6 +197,7 @@ class PagePublisher(EventEmitter[str]):
                            on("cursor_changed", self._on_cursor),
                            on("url_changed", self._on_url), on("closed", self._on_page_closed)]
         self.state = State.STARTED
+        self._seed()
         for name, coro in (("repeat", self._repeat_loop()), ("audio", self._audio_loop()),
                            ("input", self._input_loop())):
             self._spawn(name, coro)
@@ -276,6 +278,13 @@ class PagePublisher(EventEmitter[str]):
         task.add_done_callback(self._task_done)
 
     # ---- video --------------------------------------------------------------------------
+
+    def _seed(self) -> None:
+        """Starts from the page's current image: a still page may not paint again for long."""
+        frame = getattr(self.page, "last_frame", None)
+        if frame is not None:
+            self._on_paint(SimpleNamespace(width=frame.width, height=frame.height, frame=frame,
+                                           dirty_rects=[]))
 
     def _on_paint(self, data: Any) -> None:
         w, h = data.width, data.height
