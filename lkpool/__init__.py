@@ -17,12 +17,13 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from .client import APIClient
     from .config import Settings
-    from .context import AudioData, BrowserContext, BrowserPage, PaintData
+    from .context import BrowserContext
+    from .page import AudioData, BrowserPage, PaintData
     from .errors import LkpoolError
     from .pool import Lease, Pool
 
-_LAZY = {"Settings": ".config", "AudioData": ".context", "BrowserContext": ".context",
-         "BrowserPage": ".context", "PaintData": ".context", "LkpoolError": ".errors",
+_LAZY = {"Settings": ".config", "AudioData": ".page", "BrowserContext": ".context",
+         "BrowserPage": ".page", "PaintData": ".page", "LkpoolError": ".errors",
          "Pool": ".pool", "Lease": ".pool", "APIClient": ".client"}
 
 

@@ -1,5 +1,5 @@
 """The cef engine: livekit.browser's BrowserContext (CEF off-screen rendering) behind a thin
-wrapper that gives it the API of `lkpool.context.BrowserContext` (docs/TEAM.md), so the pool, the
+wrapper that gives it the API of `lkpool.context.BrowserContext` (and lkpool.page.BrowserPage), so the pool, the
 server and the publisher use both engines the same way. The differences, all absorbed here:
 
 - its debugging port is only known after `initialize()` (we read it from there);
@@ -128,7 +128,7 @@ class CefPage(EventEmitter[str]):
 
     @property
     def last_frame(self) -> rtc.VideoFrame | None:
-        """The page's current image, as lkpool.context.BrowserPage.last_frame."""
+        """The page's current image, as lkpool.page.BrowserPage.last_frame."""
         return getattr(self, "_last_frame", None)
 
     def _on_url(self, url: str) -> None:
@@ -213,13 +213,13 @@ class CefPage(EventEmitter[str]):
     async def resize(self, width: int, height: int) -> None:
         """livekit.browser has no resize message: the page is made again at the new size on
         the current URL (so it reloads). Paints then come at the new size."""
-        from .context import check_size
+        from .page import check_size
         check_size(width, height)
         await self._remake(width, height, self.framerate)
 
     async def set_framerate(self, fps: int) -> None:
         """As resize: the page is made again at the new framerate (so it reloads)."""
-        from .context import check_framerate
+        from .page import check_framerate
         check_framerate(fps)
         await self._remake(self.width, self.height, fps)
 
@@ -406,7 +406,7 @@ class CefContext(EventEmitter[str]):
 
     async def _new_inner(self, url: str, width: int, height: int, framerate: int) -> Any:
         """A livekit.browser page: its shm, its CreateBrowserRequest, its creation awaited."""
-        from .context import check_framerate, check_size
+        from .page import check_framerate, check_size
         check_size(width, height)
         check_framerate(framerate)
         try:

@@ -46,7 +46,8 @@ from .errors import (BrowserStartError, EngineError, InstanceCrashed, InvalidArg
 from .events import EventEmitter
 
 if TYPE_CHECKING:
-    from .context import BrowserContext, BrowserPage
+    from .context import BrowserContext
+    from .page import BrowserPage
 
 logger = logging.getLogger(__name__)
 
