@@ -1,6 +1,7 @@
 """The cef engine: livekit.browser's BrowserContext (CEF off-screen rendering) behind a thin
-wrapper that gives it the API of `lkpool.context.BrowserContext` (and lkpool.page.BrowserPage), so the pool, the
-server and the publisher use both engines the same way. The differences, all absorbed here:
+wrapper that gives it the API of `lkpool.context.BrowserContext` and `lkpool.page.BrowserPage`,
+so the pool, the server and the publisher use both engines the same way. The differences, all
+absorbed here:
 
 - its debugging port is only known after `initialize()` (we read it from there);
 - it has no ping, no "closed" event and no closed_reason: we watch its child process;

@@ -3,9 +3,9 @@
     ENGINES = {"chromium": lkpool.context.BrowserContext    (ours; Debian's Chromium)
                "cef":      lkpool.cef.CefContext}           (livekit.browser over CEF)
 
-The pool, the server and the publisher only call `create_context(settings)` and then use the
-API of `lkpool.context.BrowserContext` (README, "Python library"); lkpool/cef.py makes livekit.browser fit
-it. `check(settings)` says at start-up, with what to do, when an engine cannot run here.
+The pool, the server and the publisher only call `create_context(settings)` and then use the API
+of `lkpool.context.BrowserContext` (README, "Python library"); lkpool/cef.py makes livekit.browser
+fit it. `check(settings)` says at start-up, with what to do, when an engine cannot run here.
 """
 
 from __future__ import annotations

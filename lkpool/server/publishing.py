@@ -8,10 +8,11 @@
     GET    /session/{id}/publish   -> 200 {"publishing": bool, ...counters}
     DELETE /session/{id}/publish   -> 200, 404 when not publishing
 
-Under /session/{id}/ the session id is the capability (lkpool.server.auth); the signed form
-also needs the server's TOKEN when one is set. One publication per lease. It ends, and leaves the room, on DELETE, when the lease ends (for
-any reason), when its page closes, when the room disconnects, or at server shutdown. While
-it runs, the lease counts as in use (frames flow), so it does not idle out.
+Under /session/{id}/ the session id is the capability (lkpool.server.auth); the signed form also
+needs the server's TOKEN when one is set. One publication per lease. It ends, and leaves the room,
+on DELETE, when the lease ends (for any reason), when its page closes, when the room disconnects,
+or at server shutdown. While it runs, the lease counts as in use (frames flow), so it does not
+idle out.
 """
 
 from __future__ import annotations

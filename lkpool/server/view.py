@@ -1,8 +1,9 @@
 """The live view (/session/{id}/view) and the lease list (/): two self-contained HTML pages.
 
-No build step and no external assets: each page is one file in `static/` with its script
-inline, read on each request (they are small, and an edit shows without a restart). The view talks to the frames and input sockets of its own
-session (their URLs are relative), so it works behind any prefix and with `?token=`.
+No build step and no external assets: each page is one file in `static/` with its script inline,
+read on each request (they are small, and an edit shows without a restart). The view talks to the
+frames and input sockets of its own session (their URLs are relative), so it works behind any
+prefix and with `?token=`.
 """
 
 from __future__ import annotations
