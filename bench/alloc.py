@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
 import tempfile
 import time
@@ -22,9 +21,8 @@ import time
 import aiohttp
 
 from bench.common import Row, table
-from bench.pool import CDP, Served
+from bench.pool import CDP, Served, cold_launch
 from lkpool.config import Settings
-from lkpool.proc.chromium import BASE_FLAGS
 
 WIDTH, HEIGHT = 800, 600
 
@@ -38,29 +36,6 @@ async def _lease_cycle(http: aiohttp.ClientSession, base: str) -> None:
         assert "result" in reply, reply
     async with http.delete(f"{base}/browser/{body['session_id']}") as resp:
         assert resp.status == 200
-
-
-async def _cold_cycle(http: aiohttp.ClientSession, chromium: str) -> None:
-    profile = tempfile.mkdtemp(prefix="bench-alloc-cold-")
-    proc = await asyncio.create_subprocess_exec(
-        chromium, *BASE_FLAGS, "--headless=new", f"--window-size={WIDTH},{HEIGHT}",
-        "--remote-debugging-port=0", f"--user-data-dir={profile}", "about:blank",
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
-    try:
-        port_file = os.path.join(profile, "DevToolsActivePort")
-        while True:
-            try:
-                with open(port_file) as f:
-                    port, path = f.read().split()[:2]
-                break
-            except (FileNotFoundError, ValueError):
-                await asyncio.sleep(0.005)
-        async with http.ws_connect(f"ws://127.0.0.1:{port}{path}") as ws:
-            await CDP(ws).call("Browser.getVersion")
-    finally:
-        proc.kill()
-        await proc.wait()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 async def _rate(total: int, concurrency: int, cycle) -> float:
@@ -92,7 +67,7 @@ async def run(leases: int = 24, concurrency: int = 4) -> list[Row]:
                     rates[name] = await _rate(leases, concurrency,
                                               lambda: _lease_cycle(http, srv.base))
             rates["cold"] = await _rate(leases, concurrency,
-                                        lambda: _cold_cycle(http, settings.chromium_path))
+                                        lambda: cold_launch(settings.chromium_path, http))
     finally:
         shutil.rmtree(profiles, ignore_errors=True)
     base = "a Chromium launched per lease"

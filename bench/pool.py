@@ -161,33 +161,35 @@ async def warm_start(srv: Served, http: aiohttp.ClientSession, runs: int, floor:
     return times
 
 
+async def cold_launch(chromium: str, http: aiohttp.ClientSession) -> float:
+    """The baseline: the same Chromium launched headless with a fresh profile, up to its first
+    CDP answer (the seconds returned), then killed."""
+    profile = tempfile.mkdtemp(prefix="bench-cold-")
+    started = time.perf_counter()
+    proc = await asyncio.create_subprocess_exec(
+        chromium, *BASE_FLAGS, "--headless=new", f"--window-size={WIDTH},{HEIGHT}",
+        "--remote-debugging-port=0", f"--user-data-dir={profile}", "about:blank",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    try:
+        port_file = os.path.join(profile, "DevToolsActivePort")
+        while True:
+            try:
+                with open(port_file) as f:
+                    port, path = f.read().split()[:2]
+                break
+            except (FileNotFoundError, ValueError):
+                await asyncio.sleep(0.005)
+        async with http.ws_connect(f"ws://127.0.0.1:{port}{path}") as ws:
+            await CDP(ws).call("Browser.getVersion")
+            return time.perf_counter() - started
+    finally:
+        proc.kill()
+        await proc.wait()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
 async def cold_start(settings: Settings, http: aiohttp.ClientSession, runs: int) -> list[float]:
-    times = []
-    for _ in range(runs):
-        profile = tempfile.mkdtemp(prefix="bench-cold-")
-        started = time.perf_counter()
-        proc = await asyncio.create_subprocess_exec(
-            settings.chromium_path, *BASE_FLAGS, "--headless=new",
-            f"--window-size={WIDTH},{HEIGHT}", "--remote-debugging-port=0",
-            f"--user-data-dir={profile}", "about:blank",
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
-        try:
-            port_file = os.path.join(profile, "DevToolsActivePort")
-            while True:
-                try:
-                    with open(port_file) as f:
-                        port, path = f.read().split()[:2]
-                    break
-                except (FileNotFoundError, ValueError):
-                    await asyncio.sleep(0.005)
-            async with http.ws_connect(f"ws://127.0.0.1:{port}{path}") as ws:
-                await CDP(ws).call("Browser.getVersion")
-                times.append(time.perf_counter() - started)
-        finally:
-            proc.kill()
-            await proc.wait()
-            shutil.rmtree(profile, ignore_errors=True)
-    return times
+    return [await cold_launch(settings.chromium_path, http) for _ in range(runs)]
 
 
 # ---- (b) proxy vs direct ------------------------------------------------------------------

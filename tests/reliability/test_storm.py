@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sys
 from collections import Counter
 
 import aiohttp
 
-from tests.server.conftest import run_server, wait_until
-from tests.server.test_serve import LISTENING
-from tests.support import leaks
+from tests.server.conftest import run_server, serve_subprocess, wait_until
 
 STORM = 200
 
@@ -81,20 +78,11 @@ async def test_storm_of_allocations(small) -> None:
 async def test_sigterm_during_storm(small, profile_dir) -> None:
     """SIGTERM of `lkpool serve` while 200 allocations are in flight: it exits within 10 s,
     every client gets an answer or a closed connection (no hang), and nothing is left."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "lkpool", "serve", "--port", "0", "--num-warm", "2",
-        "--max-instances", "3", "--acquire-timeout", "5",
-        "--chromium-profile-base-dir", str(profile_dir), "--width", "320", "--height", "240",
-        "--audio", "1", "--framerate", "10", stderr=asyncio.subprocess.PIPE)
-    leaks.spawned_pids.add(proc.pid)
-    log = b""
-    try:
-        while not (found := LISTENING.search(log)):
-            line = await asyncio.wait_for(proc.stderr.readline(), 60)
-            assert line, log.decode(errors="replace")
-            log += line
-        base = found.group(1).decode()
-        drain = asyncio.create_task(proc.stderr.read())
+    async with serve_subprocess(
+            "--num-warm", "2", "--max-instances", "3", "--acquire-timeout", "5",
+            "--chromium-profile-base-dir", str(profile_dir), "--width", "320", "--height", "240",
+            "--audio", "1", "--framerate", "10") as served:
+        proc, base = served.proc, served.base
         statuses: Counter = Counter()
         problems: list[str] = []
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
@@ -110,9 +98,4 @@ async def test_sigterm_during_storm(small, profile_dir) -> None:
         # after the stop, clients see refusals or dropped connections, not hangs or 500s
         assert all(r is None or isinstance(r, aiohttp.ClientError) for r in done), done
         assert not any(s >= 500 and s != 503 for s in statuses), statuses
-        log += await drain
-        assert b"stopped" in log
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+    assert b"stopped" in served.log

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ from lkpool.config import Settings
 from lkpool.pool import Pool
 from lkpool.server.app import create_app
 from lkpool.server.appkeys import POOL
+from tests.support import leaks
 
 
 @dataclass
@@ -82,3 +85,45 @@ def small(settings: Settings) -> Settings:
     """Test settings for the server: small pages, no audio, quick health checks."""
     return settings.replace(width=320, height=240, framerate=10, audio=False,
                             health_check_interval=0.5, acquire_timeout=2.0)
+
+
+LISTENING = re.compile(rb"listening on (http://127\.0\.0\.1:\d+)")
+
+
+@dataclass
+class Served:
+    """A `lkpool serve` subprocess: its process, base URL, and the log it wrote."""
+
+    proc: asyncio.subprocess.Process
+    base: str
+    log: bytearray
+
+
+@contextlib.asynccontextmanager
+async def serve_subprocess(*args: str) -> AsyncIterator[Served]:
+    """Runs `lkpool serve --port 0 ARGS...` until it listens; kills it if the test did not
+    stop it. Its stderr is drained all along, so the pipe never fills up."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "lkpool", "serve", "--port", "0", *args,
+        stderr=asyncio.subprocess.PIPE)
+    leaks.spawned_pids.add(proc.pid)
+    log = bytearray()
+    drain: asyncio.Task | None = None
+    try:
+        while not (found := LISTENING.search(log)):
+            line = await asyncio.wait_for(proc.stderr.readline(), 60)
+            assert line, log.decode(errors="replace")
+            log += line
+
+        async def keep_reading() -> None:
+            while chunk := await proc.stderr.read(1 << 16):
+                log.extend(chunk)
+
+        drain = asyncio.create_task(keep_reading())
+        yield Served(proc, found.group(1).decode(), log)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+        if drain is not None:
+            await drain

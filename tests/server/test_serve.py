@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import signal
 import subprocess
 import sys
 
 import aiohttp
 
-from tests.support import leaks
-
-LISTENING = re.compile(rb"listening on (http://127\.0\.0\.1:\d+)")
+from tests.server.conftest import serve_subprocess
 
 
 def lkpool(*args: str, **kwargs) -> subprocess.CompletedProcess:
@@ -41,19 +38,10 @@ def test_help_lists_every_setting_and_bad_values_exit_2() -> None:
 async def test_sigterm_stops_everything(small, profile_dir) -> None:
     """A served pool with a lease and a proxied WebSocket stops on SIGTERM: the socket is
     closed as going away, the process exits 0, and nothing is left behind."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "lkpool", "serve", "--port", "0", "--num-warm", "1",
-        "--chromium-profile-base-dir", str(profile_dir), "--width", "320", "--height", "240",
-        "--audio", "0", "--framerate", "10", stderr=asyncio.subprocess.PIPE)
-    leaks.spawned_pids.add(proc.pid)
-    log = b""
-    try:
-        while not (found := LISTENING.search(log)):
-            line = await asyncio.wait_for(proc.stderr.readline(), 60)
-            assert line, log.decode(errors="replace")
-            log += line
-        base = found.group(1).decode()
-        drain = asyncio.create_task(proc.stderr.read())  # keep the pipe from filling up
+    async with serve_subprocess(
+            "--num-warm", "1", "--chromium-profile-base-dir", str(profile_dir), "--width", "320",
+            "--height", "240", "--audio", "0", "--framerate", "10") as served:
+        proc, base = served.proc, served.base
         async with aiohttp.ClientSession() as http:
             async with http.post(f"{base}/browser", params={"timeout": 60}) as resp:
                 assert resp.status == 200
@@ -63,9 +51,4 @@ async def test_sigterm_stops_everything(small, profile_dir) -> None:
                 closing = await ws.receive(timeout=30)
             assert closing.type is aiohttp.WSMsgType.CLOSE and ws.close_code == 1001
         assert await asyncio.wait_for(proc.wait(), 60) == 0
-        log += await drain
-        assert b"stopped" in log
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+    assert b"stopped" in served.log
