@@ -253,7 +253,12 @@ class Page:
             # Chromium reports a <title> parsed after commit in no event: ask at these points
             cdp.on("Page.domContentEventFired", self._on_document_event),
             cdp.on("Page.loadEventFired", self._on_document_event),
+            cdp.on("Page.javascriptDialogOpening", self._on_dialog(True)),
+            cdp.on("Page.javascriptDialogClosed", self._on_dialog(False)),
         ]
+        # an alert()/confirm()/prompt() blocks the page's scripts until someone answers it:
+        # the page is waiting, not stuck, and the health probe must tell the two apart
+        self.dialog_open = False
 
     @classmethod
     async def attach(cls, cdp, page_id: int, target_id: str, emit) -> Page:
@@ -306,6 +311,12 @@ class Page:
         if title != self.title:
             self.title = title
             self.emit("title", title)
+
+    def _on_dialog(self, is_open: bool):
+        def handler(_params: dict, session_id: str | None) -> None:
+            if session_id == self.session:
+                self.dialog_open = is_open
+        return handler
 
     def _on_document_event(self, _params: dict, session_id: str | None) -> None:
         if session_id != self.session or self.closed:

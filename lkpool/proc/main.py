@@ -279,6 +279,8 @@ class Child:
 
     @staticmethod
     async def _probe(page: Page, limit: float) -> None:
+        if page.dialog_open:
+            return  # its scripts wait for someone to answer a dialog: waiting, not stuck
         try:
             await page.call("Runtime.evaluate", {"expression": "0"}, timeout=limit)
         except CDPTimeout:

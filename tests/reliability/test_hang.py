@@ -86,3 +86,29 @@ async def test_stopped_child_is_replaced(small) -> None:
             if stuck.context.pid and stuck.context.closed_reason is None:
                 os.kill(stuck.context.pid, signal.SIGCONT)
         assert srv.pool.get(other["session_id"]).active
+
+
+async def test_page_waiting_on_a_dialog_is_not_stuck(small) -> None:
+    """A page showing alert() cannot run scripts, yet it is waiting for its user, not hung:
+    health checks keep passing and the lease lives on; answering the dialog frees the page."""
+    settings = small.replace(num_warm=1, max_instances=2, health_check_interval=0.2,
+                             health_check_timeout=0.5)
+    async with run_server(settings) as srv:
+        body = await srv.allocate(timeout=120)
+        lease = srv.pool.get(body["session_id"])
+        checks = 0
+
+        async with srv.http.ws_connect(await page_ws_url(srv.http, body["proxy_url"])) as ws:
+            cdp = CDP(ws)
+            await cdp.call("Page.enable")
+            await cdp.call("Runtime.evaluate", expression="setTimeout(() => alert('hi'), 0)")
+            await wait_until(lambda: lease.context.alive, what="the instance")
+            for _ in range(8):  # several health intervals, each with a probe of the page
+                await lease.context.ping(timeout=2.0)
+                checks += 1
+                await asyncio.sleep(settings.health_check_interval)
+            assert lease.active and lease.end_reason is None
+            await cdp.call("Page.handleJavaScriptDialog", accept=True)
+            result = await cdp.call("Runtime.evaluate", expression="6 * 7", returnByValue=True)
+            assert result["result"]["value"] == 42
+        assert checks == 8 and lease.active
