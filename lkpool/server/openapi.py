@@ -26,6 +26,10 @@ def _ok(schema: dict[str, Any]) -> dict[str, Any]:
     return {"200": {"description": "ok", "content": {"application/json": {"schema": schema}}}}
 
 
+def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
 def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": False, "schema": schema,
             "description": description}
@@ -76,6 +80,32 @@ SPEC: dict[str, Any] = {
                             "responses": _ok({"type": "object"}) | _errors(401, 503)}},
         "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
             "200": {"description": "text format"}} | _errors(401)}},
+        # under /session/{id}/ the session id is the capability: no token needed
+        "/session/{session_id}/input": {
+            "parameters": [_SESSION],
+            "post": {"summary": "input events (mouse, key, text, navigate, back, forward, "
+                                "reload, resize), one or a list; all checked before any is "
+                                "applied",
+                     "security": [],
+                     "requestBody": _json_body({"oneOf": [{"type": "object"},
+                                                          {"type": "array",
+                                                           "items": {"type": "object"}}]}),
+                     "responses": _ok({"type": "object", "required": ["ok", "applied"]})
+                     | _errors(400, 403, 404, 413)},
+        },
+        "/session/{session_id}/publish": {
+            "parameters": [_SESSION],
+            "post": {"summary": "publish the lease's page into a LiveKit room: "
+                                "{livekit_url, token} or {room, identity}",
+                     "security": [],
+                     "requestBody": _json_body({"type": "object"}),
+                     "responses": _ok({"type": "object"})
+                     | _errors(400, 401, 403, 404, 409, 413, 502)},
+            "get": {"summary": "the publication, if any", "security": [],
+                    "responses": _ok({"type": "object"}) | _errors(403, 404)},
+            "delete": {"summary": "stop publishing", "security": [],
+                       "responses": _ok({"type": "object"}) | _errors(403, 404, 409)},
+        },
     },
 }
 
