@@ -3,44 +3,12 @@ expensive part), its page created before any test so its buffers are not a test'
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 import pytest_asyncio
 
 from lkpool.config import Settings
 from tests.proc.harness import ChildHarness
-from tests.support import leaks
 from tests.support.pages import ANIMATED, CLICKS, TONE, serve_pages, solid
-
-# process groups of the module-scoped instances: Chromium starts renderers as pages
-# navigate, and those belong to the shared instance, not to the test that navigated
-SHARED_GROUPS: set[int] = set()
-
-
-def _in_shared_group(pid: int) -> bool:
-    try:
-        return os.getpgid(pid) in SHARED_GROUPS
-    except ProcessLookupError:
-        return False
-
-
-@pytest.fixture(autouse=True)
-def no_leaks(request: pytest.FixtureRequest, tmp_path: Path):
-    """The suite's leak check, minus processes of a shared instance's group (their end is
-    checked when the module's instance closes, and by test_child_lifecycle)."""
-    before = leaks.Snapshot.take()
-    shared_before = len(SHARED_GROUPS)
-    yield
-    before.procs |= {pid for pid in leaks.descendants() if _in_shared_group(pid)}
-    if len(SHARED_GROUPS) != shared_before and isinstance(before.fds, dict):
-        # a module's instance (and its page server) was set up inside this test: its
-        # sockets and pipes live until the module ends, where the module fixture closes them
-        before.fds.update(leaks.open_fds())
-    problems = leaks.check(before, [tmp_path / "profiles"])
-    if problems:
-        pytest.fail("leak after test: " + "; ".join(problems), pytrace=False)
 
 CURSOR = """<html><body style='margin:0'>
 <div style='position:absolute;left:0;top:0;width:100px;height:100px;cursor:pointer'></div>
@@ -68,7 +36,6 @@ def module_settings(tmp_path_factory: pytest.TempPathFactory, **kw) -> Settings:
 async def x11(tmp_path_factory, site):
     """One x11 instance with page 1 (320x240 at 30 fps) on the red page."""
     async with ChildHarness(module_settings(tmp_path_factory, capture="x11")) as h:
-        SHARED_GROUPS.add(h.proc.pid)
         await h.new_page(site + "/red", 320, 240, 30)
         yield h
 
@@ -78,6 +45,5 @@ async def screencast(tmp_path_factory, site):
     """One screencast instance (no audio) with page 1 (320x240 at 30 fps) on the blue page."""
     settings = module_settings(tmp_path_factory, capture="screencast", audio=False)
     async with ChildHarness(settings) as h:
-        SHARED_GROUPS.add(h.proc.pid)
         await h.new_page(site + "/blue", 320, 240, 30)
         yield h
