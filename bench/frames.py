@@ -23,12 +23,12 @@ import tempfile
 import time
 
 import psutil
-from aiohttp import web
 
 from lkpool import BrowserContext
 from lkpool.config import Settings
 from lkpool.proc.cdp import CDPConnection
 from lkpool.proc.chromium import launch
+from tests.support.pages import serve_pages
 
 PAGE = """<html><body style='margin:0;overflow:hidden'><canvas id=c></canvas><script>
 const c = document.getElementById('c'); c.width = innerWidth; c.height = innerHeight;
@@ -163,13 +163,11 @@ async def main() -> None:
     args = ap.parse_args()
 
     base = tempfile.mkdtemp(prefix="lkpool-bench-")
-    app = web.Application()
-    app.router.add_get("/anim", lambda _r: web.Response(text=PAGE, content_type="text/html"))
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{runner.addresses[0][1]}/anim"
+    async with serve_pages({"/anim": PAGE}) as site:
+        await run_all(args, base, f"{site}/anim")
+
+
+async def run_all(args: argparse.Namespace, base: str, url: str) -> None:
     print(f"{'run':<28}{'page':>6}{'fps':>7}{'drops':>7}{'p50ms':>8}{'p95ms':>8}{'chromium':>9}"
           f"{'xvfb':>7}{'child':>7}{'parent':>7}{'total':>7}{'vs ref':>8}")
     try:
@@ -183,7 +181,6 @@ async def main() -> None:
                     r = await measure_capture(settings, url, size, fps, args.seconds)
                     print(fmt_row(f"{mode} {size[0]}x{size[1]}@{fps}", r, ref), flush=True)
     finally:
-        await runner.cleanup()
         shutil.rmtree(base, ignore_errors=True)
     print(f"(cpu in cores over {args.seconds:.0f} s; {psutil.cpu_count()} cores; "
           f"vs ref = total minus the reference's chromium+xvfb; page = rAF frames/s the page "

@@ -23,7 +23,6 @@ from typing import Any
 
 import aiohttp
 import psutil
-from aiohttp import web
 
 CLICK_PAGE = """<html><body style='margin:0'><canvas id=c></canvas><script>
 const c = document.getElementById('c'); c.width = innerWidth; c.height = innerHeight;
@@ -118,20 +117,14 @@ async def input_round_trip(base: str, sid: str, page: Any, count: int = 40
 
 async def main(args: argparse.Namespace) -> None:
     from lkpool.config import Settings
-    from lkpool.server.app import create_app
+    from lkpool.server.app import serve_local
     from lkpool.server.appkeys import POOL
     from tests.support.pages import serve_pages
 
     settings = Settings(width=args.width, height=args.height, framerate=args.fps, audio=False,
                         num_warm=1, max_instances=1,
                         chromium_profile_base_dir=tempfile.mkdtemp(prefix="lkbench-"))
-    app = create_app(settings)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    async with serve_local(settings) as (base, app):
         async with serve_pages({"/anim": CLICK_PAGE}) as pages:
             pool = app[POOL]
             await pool.wait_ready()
@@ -159,8 +152,6 @@ async def main(args: argparse.Namespace) -> None:
             print(f"input round trip (p50 of 40 clicks): WS send -> page mousedown handler "
                   f"{handler:.1f} ms, WS send -> ack {ack:.1f} ms")
             await pool.release(lease.session_id)
-    finally:
-        await runner.cleanup()
 
 
 def cli() -> None:

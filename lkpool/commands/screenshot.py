@@ -114,22 +114,14 @@ def report(result: Result) -> None:
 @contextlib.asynccontextmanager
 async def local_server(concurrency: int, width: int, height: int) -> AsyncIterator[str]:
     """An lkpool server with its own pool on a free port of 127.0.0.1, for this run only."""
-    from aiohttp import web  # noqa: PLC0415 (only the local mode needs the server)
-
-    from ..server.app import create_app  # noqa: PLC0415
+    from ..server.app import serve_local  # noqa: PLC0415 (only the local mode needs it)
 
     settings = Settings.from_env(host="127.0.0.1", port=0, token="",
                                  max_instances=max(concurrency, 1),
                                  num_warm=max(concurrency, 1), width=width, height=height,
                                  audio=False)
-    runner = web.AppRunner(create_app(settings), access_log=None)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()  # stops the pool: every browser, shm segment and profile
+    async with serve_local(settings) as (base, _app):
+        yield base
 
 
 async def screenshot_all(urls: list[str], args: Any) -> list[Result]:

@@ -3,11 +3,13 @@
 Each resource is one `cleanup_ctx` generator (set up, `yield`, torn down in reverse order):
 the metrics, the pool (unless the caller brought one, which it then owns), and the HTTP
 client the proxy reaches instances with. Routes come from a table of modules, each with a
-`setup(app)`; modules written by others that are not there yet are skipped.
+`setup(app)`. `serve_local` runs an app on a free port of 127.0.0.1 (the in-process pool of
+`lkpool screenshot`, tests, benches).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import weakref
@@ -25,13 +27,13 @@ from .metrics import Metrics
 
 logger = logging.getLogger(__name__)
 
-# (module, required): order matters, the proxy's /session/{id}/{tail} catch-all comes last
-ROUTE_MODULES: tuple[tuple[str, bool], ...] = (
-    ("lkpool.server.rest", True),
-    ("lkpool.server.openapi", True),
-    ("lkpool.server.stream", False),
-    ("lkpool.server.publishing", False),
-    ("lkpool.server.proxy", True),
+# order matters: the proxy's /session/{id}/{tail} catch-all comes last
+ROUTE_MODULES: tuple[str, ...] = (
+    "lkpool.server.rest",
+    "lkpool.server.openapi",
+    "lkpool.server.stream",
+    "lkpool.server.publishing",
+    "lkpool.server.proxy",
 )
 
 
@@ -44,16 +46,24 @@ def create_app(settings: Settings | None = None, pool: Pool | None = None) -> we
     app[PROXY_SOCKETS] = weakref.WeakSet()
     app.cleanup_ctx.append(_pool_ctx(pool))
     app.cleanup_ctx.append(_proxy_http_ctx)
-    for name, required in ROUTE_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if required or exc.name != name:
-                raise
-            logger.debug("%s is not there yet: its routes are skipped", name)
-            continue
-        module.setup(app)
+    for name in ROUTE_MODULES:
+        importlib.import_module(name).setup(app)
     return app
+
+
+@contextlib.asynccontextmanager
+async def serve_local(settings: Settings) -> AsyncIterator[tuple[str, web.Application]]:
+    """An app with its own pool on a free port of 127.0.0.1: yields its base URL and the app;
+    leaving stops the pool (every browser, shm segment and profile)."""
+    app = create_app(settings)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}", app
+    finally:
+        await runner.cleanup()
 
 
 def _pool_ctx(given: Pool | None):

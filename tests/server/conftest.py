@@ -19,7 +19,7 @@ from aiohttp import web
 
 from lkpool.config import Settings
 from lkpool.pool import Pool
-from lkpool.server.app import create_app
+from lkpool.server.app import serve_local
 from lkpool.server.appkeys import POOL
 from tests.support import leaks
 
@@ -64,20 +64,11 @@ async def wait_until(predicate: Callable[[], Any], timeout: float = 30.0,
 
 @contextlib.asynccontextmanager
 async def run_server(settings: Settings, *, ready: bool = True) -> AsyncIterator[Server]:
-    app = create_app(settings)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
-        async with aiohttp.ClientSession() as http:
-            server = Server(f"http://127.0.0.1:{port}", app, http)
-            if ready:
-                await server.pool.wait_ready()
-            yield server
-    finally:
-        await runner.cleanup()
+    async with serve_local(settings) as (base, app), aiohttp.ClientSession() as http:
+        server = Server(base, app, http)
+        if ready:
+            await server.pool.wait_ready()
+        yield server
 
 
 @pytest.fixture
