@@ -6,11 +6,11 @@
     room ──data "<prefix>.input" from allowed identities──► lkpool.server.inputs ──► page
 
 Why it is shaped this way:
-- A paint frame is valid only inside the callback, so it is captured there, and its dirty
-  rectangles are copied into one buffer of our own: a static page's last frame can then be
-  sent again at the track's framerate by one timer task (WebRTC encoders and late joiners
-  want a steady stream). The buffer is reallocated only when the page's size changes; the
-  same VideoSource takes frames of any size, so a resize needs no new track.
+- The page keeps its full current image (`page.last_frame`, dirty rects already merged)
+  and changes it only while it handles a paint on this loop, so the publisher keeps no copy:
+  a paint is captured at once, and one timer task sends the current image again at the
+  track's framerate while the page is still (WebRTC encoders and late joiners want a steady
+  stream). The same VideoSource takes frames of any size, so a resize needs no new track.
 - Audio arrives in packets on the event loop. A task per packet or a fresh frame per packet
   would cost more than the audio itself, so packets go into a fixed ring and one consumer
   task hands 10 ms at a time to `AudioSource.capture_frame` from one preallocated AudioFrame.
@@ -28,7 +28,6 @@ import itertools
 import json
 import logging
 import time
-from types import SimpleNamespace
 from collections.abc import Callable, Collection
 from typing import Any
 
@@ -163,8 +162,6 @@ class PagePublisher(EventEmitter[str]):
         self.inputs_applied = 0
         self.inputs_rejected = 0
         # video: our copy of the last frame, reallocated only on a size change
-        self._last: rtc.VideoFrame | None = None
-        self._last_px: np.ndarray | None = None
         self._last_sent = 0.0
         # audio: ring + one preallocated frame, filled in place
         self._ring = AudioRing(SAMPLE_RATE * RING_MS // 1000)
@@ -281,40 +278,31 @@ class PagePublisher(EventEmitter[str]):
 
     def _seed(self) -> None:
         """Starts from the page's current image: a still page may not paint again for long."""
-        frame = getattr(self.page, "last_frame", None)
-        if frame is not None:
-            self._on_paint(SimpleNamespace(width=frame.width, height=frame.height, frame=frame,
-                                           dirty_rects=[]))
+        if self._current() is not None:
+            self._send_frame(self._current())
+
+    def _current(self) -> rtc.VideoFrame | None:
+        """The page keeps its full current image (dirty rects already merged), unchanged
+        between paints on this loop: the publisher needs no copy of its own."""
+        return getattr(self.page, "last_frame", None)
+
+    def _send_frame(self, frame: rtc.VideoFrame) -> None:
+        self.video_source.capture_frame(frame)
+        self._last_sent = time.monotonic()
 
     def _on_paint(self, data: Any) -> None:
-        w, h = data.width, data.height
-        src = np.frombuffer(data.frame.data, np.uint8, count=w * h * 4).reshape(h, w, 4)
-        if self._last_px is None or self._last_px.shape[:2] != (h, w):
-            buf = bytearray(w * h * 4)
-            self._last = rtc.VideoFrame(w, h, rtc.VideoBufferType.BGRA, buf)
-            self._last_px = np.frombuffer(buf, np.uint8).reshape(h, w, 4)
-            rects: list = []
-        else:
-            rects = data.dirty_rects
-        if not rects:  # no rectangles means the whole frame
-            self._last_px[:] = src
-        for x, y, rw, rh in rects:
-            self._last_px[y:y + rh, x:x + rw] = src[y:y + rh, x:x + rw]
-        now = time.monotonic()
-        if now - self._last_sent >= 0.9 / self.framerate:  # faster paints wait for the timer
-            self.video_source.capture_frame(self._last)
-            self._last_sent = now
-            self.frames_sent += 1
+        if time.monotonic() - self._last_sent >= 0.9 / self.framerate:
+            self._send_frame(data.frame)  # faster paints wait for the timer, which sends
+            self.frames_sent += 1         # the newest image then
 
     async def _repeat_loop(self) -> None:
-        """Sends the last frame again whenever a frame interval passed without one."""
+        """Sends the current image again whenever a frame interval passed without one."""
         interval = 1.0 / self.framerate
         while True:
             await asyncio.sleep(interval)
-            now = time.monotonic()
-            if self._last is not None and now - self._last_sent >= interval:
-                self.video_source.capture_frame(self._last)
-                self._last_sent = now
+            frame = self._current()
+            if frame is not None and time.monotonic() - self._last_sent >= interval:
+                self._send_frame(frame)
                 self.frames_repeated += 1
 
     # ---- audio --------------------------------------------------------------------------
