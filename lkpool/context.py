@@ -35,6 +35,7 @@ from .events import EventEmitter
 from .page import AudioData, BrowserPage, PaintData, check_framerate, check_size
 from .proc import protocol as p
 from .proc.channel import Channel, ChannelClosed
+from .tasks import spawn
 
 __all__ = ["AudioData", "BrowserContext", "BrowserPage", "PaintData", "check_framerate",
            "check_size"]
@@ -150,8 +151,8 @@ class BrowserContext(EventEmitter[ContextEvent]):
             await asyncio.shield(self._teardown("start_failed"))
             raise
         self._state = "running"
-        self._reader = asyncio.create_task(self._read_loop(), name=f"lkpool-ctx-{self.instance_id}")
-        self._reader.add_done_callback(_log_task_exception)
+        self._reader = spawn(self._read_loop(), name=f"lkpool-ctx-{self.instance_id}",
+                             log=self.log)
 
     async def _spawn(self, settings: Settings) -> None:
         from .proc import main as child_main
@@ -448,8 +449,3 @@ async def _unload_sinks_of(pid: int) -> None:
         from .proc.audio import unload_sinks_of
 
         await asyncio.to_thread(unload_sinks_of, pid)
-
-
-def _log_task_exception(task: asyncio.Task) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        logger.error("task %s failed", task.get_name(), exc_info=task.exception())

@@ -15,8 +15,10 @@ import asyncio
 import inspect
 import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
+
+from .tasks import spawn
 
 logger = logging.getLogger(__name__)
 
@@ -81,11 +83,9 @@ class EventEmitter(Generic[T]):
                 logger.exception("callback for %s raised", event)
                 continue
             if inspect.isawaitable(result):
-                task = asyncio.ensure_future(result)
-                self._tasks.add(task)
-                task.add_done_callback(self._task_done)
+                spawn(_awaited(result), name=f"{event} callback", into=self._tasks, log=logger)
 
-    def _task_done(self, task: asyncio.Task) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("async callback raised", exc_info=task.exception())
+
+async def _awaited(awaitable: Awaitable[Any]) -> Any:
+    """Any awaitable a callback returns (a coroutine, a future) as a coroutine for spawn."""
+    return await awaitable

@@ -43,6 +43,7 @@ from .errors import (BrowserStartError, EngineError, InstanceCrashed, InvalidArg
                      LkpoolError, PoolClosed, PoolExhausted, UnknownSession)
 from .events import EventEmitter
 from .lease import EndReason, Lease, Slot, State
+from .tasks import spawn
 
 __all__ = ["EndReason", "Lease", "Pool", "Slot", "State"]
 
@@ -164,15 +165,7 @@ class Pool(EventEmitter[PoolEvent]):
 
     def _spawn(self, coro: Any, name: str) -> asyncio.Task:
         """A tracked background task whose failure is logged."""
-        task = asyncio.get_running_loop().create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("pool task %s failed", task.get_name(), exc_info=task.exception())
+        return spawn(coro, name=name, into=self._tasks, log=logger)
 
     # ---- leases -------------------------------------------------------------------------
 

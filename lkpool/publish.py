@@ -36,6 +36,7 @@ from livekit import rtc
 
 from .errors import ClosedError, InvalidArgument, LiveKitUnreachable
 from .events import EventEmitter
+from .tasks import spawn
 
 SAMPLE_RATE = 48000
 CHANNELS = 2
@@ -173,7 +174,7 @@ class PagePublisher(EventEmitter[str]):
         self._outbox: asyncio.Queue[tuple[dict, list[str]]] = asyncio.Queue(QUEUE_SIZE)
         self._inbox: asyncio.Queue[tuple[Any, str]] = asyncio.Queue(QUEUE_SIZE)
         self._page_cbs: list[int] = []
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: set[asyncio.Task] = set()
         self.log = logging.getLogger(f"lkpool.publish.{next(_ids)}")
 
     # ---- life cycle ---------------------------------------------------------------------
@@ -232,7 +233,7 @@ class PagePublisher(EventEmitter[str]):
         for cb_id in self._page_cbs:
             self.page.off(cb_id)
         self._page_cbs.clear()
-        tasks, self._tasks = self._tasks, []
+        tasks, self._tasks = list(self._tasks), set()
         for task in tasks:
             task.cancel(msg="publisher closing")
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -258,21 +259,12 @@ class PagePublisher(EventEmitter[str]):
         await self.aclose()
 
     def _spawn(self, name: str, coro: Any) -> None:
-        task = asyncio.create_task(coro, name=f"{self.log.name}.{name}")
-        task.add_done_callback(self._task_done)
-        self._tasks.append(task)
-
-    def _task_done(self, task: asyncio.Task) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            self.log.error("task %s failed", task.get_name(), exc_info=task.exception())
+        spawn(coro, name=f"{self.log.name}.{name}", into=self._tasks, log=self.log)
 
     def _on_page_closed(self, reason: str) -> None:
         self.log.info("page closed (%s): stopping", reason)
-        self._spawn_detached(self.aclose())
-
-    def _spawn_detached(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        task.add_done_callback(self._task_done)
+        spawn(self.aclose(), name=f"{self.log.name}.close", log=self.log)  # not in _tasks:
+        # aclose cancels those
 
     # ---- video --------------------------------------------------------------------------
 

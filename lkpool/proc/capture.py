@@ -33,6 +33,7 @@ from mss.linux import xcb
 from mss.linux.base import ALL_PLANES
 
 from ..shm.framebuffer import ChildFrameBuffers
+from ..tasks import spawn
 from .protocol import AcquirePaint, Message
 
 logger = logging.getLogger(__name__)
@@ -88,8 +89,7 @@ class _Pacer:
         self._tick = tick
         self._wake = asyncio.Event()
         self._last = 0.0
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=name)
-        self._task.add_done_callback(_log_failure)
+        self._task = spawn(self._run(), name=name, log=logger)
 
     def wake(self) -> None:
         self._wake.set()
@@ -115,11 +115,6 @@ class _Pacer:
             await self._task
         except BaseException:
             pass
-
-
-def _log_failure(task: asyncio.Task) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        logger.error("capture task %s failed", task.get_name(), exc_info=task.exception())
 
 
 # ---- x11 ----------------------------------------------------------------------------------
@@ -336,9 +331,7 @@ class ScreencastCapture:
         self._spawn(self._start())
 
     def _spawn(self, coro) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        spawn(coro, into=self._tasks, log=logger)
 
     async def _start(self) -> None:
         w, h = self.out.size

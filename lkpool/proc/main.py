@@ -26,6 +26,7 @@ from typing import Any
 from ..config import MAX_FRAMERATE, Settings
 from ..errors import BrowserStartError
 from ..shm.framebuffer import ChildFrameBuffers
+from ..tasks import spawn
 from . import protocol as p
 from .audio import AudioSink
 from . import capture
@@ -360,14 +361,7 @@ class Child:
         self.stopping.set()
 
     def _spawn(self, coro) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("task failed", exc_info=task.exception())
+        spawn(coro, into=self._tasks, log=logger)
 
     # ---- loops ---------------------------------------------------------------------------
     async def read_commands(self) -> None:

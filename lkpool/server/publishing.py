@@ -34,6 +34,7 @@ from ..errors import InvalidArgument
 from ..livekit_token import Credentials, check_name, publisher_token
 from ..pool import Lease
 from ..publish import PagePublisher, connect_room
+from ..tasks import spawn
 from .appkeys import POOL, PUBLICATIONS, SETTINGS
 from .auth import presented_token
 
@@ -141,9 +142,8 @@ async def start(request: web.Request) -> web.Response:
             await room.disconnect()
         raise
     pubs[lease.session_id] = pub
-    pub.watcher = asyncio.create_task(_watch(request.app, pub),
-                                      name=f"publish-{lease.session_id[:6]}")
-    pub.watcher.add_done_callback(_log_failure)
+    pub.watcher = spawn(_watch(request.app, pub), name=f"publish-{lease.session_id[:6]}",
+                        log=logger)
     logger.info("session %s… publishing to room %s", lease.session_id[:6], room.name)
     return web.json_response(pub.describe())
 
@@ -206,11 +206,6 @@ async def _close(pub: Publication) -> None:
     await pub.publisher.aclose()  # unpublishes while the room is still connected
     with contextlib.suppress(Exception):
         await pub.room.disconnect()
-
-
-def _log_failure(task: asyncio.Task) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        logger.error("publication watcher failed", exc_info=task.exception())
 
 
 async def _publications_ctx(app: web.Application) -> AsyncIterator[None]:
