@@ -27,8 +27,6 @@ from collections.abc import Callable, Sequence
 from typing import Literal
 
 import _posixshmem
-import numpy as np
-import simplejpeg
 from mss.linux import xcb
 from mss.linux.base import ALL_PLANES
 
@@ -211,11 +209,10 @@ class _XDamage:
         if not ptr:
             return []
         # XRectangle: short x, y; unsigned short width, height
-        raw = np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(ctypes.c_int16)),
-                                    (n.value * 4,)).copy()
+        raw = list((ctypes.c_int16 * (n.value * 4)).from_address(ptr))
         self.x11.XFree(ptr)
-        rects = raw.reshape(-1, 4)
-        return [(int(x), int(y), int(w) & 0xFFFF, int(h) & 0xFFFF) for x, y, w, h in rects]
+        return [(raw[i], raw[i + 1], raw[i + 2] & 0xFFFF, raw[i + 3] & 0xFFFF)
+                for i in range(0, len(raw), 4)]
 
     def close(self) -> None:
         if self.dpy:
@@ -366,6 +363,11 @@ class ScreencastCapture:
             return False
         data, captured = self._latest
         self._latest = None
+        # numpy and simplejpeg load here, not with the module: an x11 child never needs them
+        # and they weigh 6 MB on each instance (bench/density.py)
+        import numpy as np
+        import simplejpeg
+
         dst = self.out.buffers.array(idx)
         h, w = dst.shape[:2]
         jw, jh = simplejpeg.decode_jpeg_header(data)[:2][::-1]

@@ -17,10 +17,10 @@ import asyncio
 import itertools
 import json
 import logging
+import urllib.parse
 from typing import Any
 
-import aiohttp
-
+from .. import websocket as ws
 from ..events import EventEmitter
 
 logger = logging.getLogger(__name__)
@@ -43,13 +43,84 @@ class CDPClosed(CDPError, ConnectionError):
     pass
 
 
+class DevToolsSocket:
+    """The client end of Chromium's DevTools WebSocket on loopback: text messages in and
+    out, pings answered, nothing else (no extensions, no TLS, no proxies)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+
+    @classmethod
+    async def open(cls, url: str, timeout: float) -> DevToolsSocket:
+        parts = urllib.parse.urlsplit(url)
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(
+            parts.hostname, parts.port), timeout)
+        try:
+            key = ws.new_key()
+            writer.write((f"GET {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+                          "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                          f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                          ).encode())
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
+            status, *lines = head.decode("latin-1").split("\r\n")
+            headers = {k.strip().lower(): v.strip() for k, _, v in
+                       (line.partition(":") for line in lines if line)}
+            if status.split()[1:2] != ["101"] or headers.get(
+                    "sec-websocket-accept") != ws.accept_key(key):
+                raise ConnectionError(f"DevTools refused the WebSocket: {status!r}")
+        except BaseException:
+            writer.close()
+            raise
+        return cls(reader, writer)
+
+    async def send_text(self, text: str) -> None:
+        self._writer.write(ws.frame(ws.TEXT, text.encode(), masked=True))
+        await self._writer.drain()
+
+    async def receive(self) -> str | None:
+        """The next text message; None once the browser closed the socket."""
+        parts: list[bytes] = []
+        while True:
+            try:
+                first = await self._reader.readexactly(2)
+                extra = {126: 2, 127: 8}.get(first[1] & 0x7F, 0) + (4 if first[1] & 0x80 else 0)
+                head = ws.parse_header(first + await self._reader.readexactly(extra))
+                assert head is not None
+                payload = await self._reader.readexactly(head.length)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return None
+            if head.mask is not None:
+                payload = ws.apply_mask(payload, head.mask)
+            if head.opcode == ws.PING:
+                self._writer.write(ws.frame(ws.PONG, payload, masked=True))
+            elif head.opcode == ws.CLOSE:
+                self._write_close()
+                return None
+            elif head.opcode in (ws.TEXT, ws.BINARY, ws.CONT):
+                parts.append(payload)
+                if head.fin:
+                    return b"".join(parts).decode()
+
+    def _write_close(self) -> None:
+        if not self._writer.is_closing():
+            self._writer.write(ws.frame(ws.CLOSE, ws.close_payload(1000), masked=True))
+            self._writer.close()
+
+    async def close(self) -> None:
+        self._write_close()
+        try:
+            await self._writer.wait_closed()
+        except (ConnectionError, OSError):
+            pass
+
+
 class CDPConnection(EventEmitter[str]):
     """Use as `async with await CDPConnection.connect(ws_url) as cdp:`."""
 
-    def __init__(self, session: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse):
+    def __init__(self, sock: DevToolsSocket):
         super().__init__()
-        self._http = session
-        self._ws = ws
+        self._ws = sock
         self._ids = itertools.count(1)
         self._pending: dict[int, tuple[asyncio.Future, str]] = {}
         self._closed: CDPClosed | None = None
@@ -57,15 +128,7 @@ class CDPConnection(EventEmitter[str]):
 
     @classmethod
     async def connect(cls, ws_url: str, timeout: float = 10.0) -> CDPConnection:
-        http = aiohttp.ClientSession()
-        try:
-            # CDP messages (screenshots, screencast frames) are far above aiohttp's 4 MB default
-            ws = await http.ws_connect(ws_url, max_msg_size=0, timeout=aiohttp.ClientWSTimeout(
-                ws_receive=None, ws_close=timeout), autoping=False)
-        except BaseException:
-            await http.close()
-            raise
-        return cls(http, ws)
+        return cls(await DevToolsSocket.open(ws_url, timeout))
 
     @property
     def closed(self) -> bool:
@@ -83,7 +146,7 @@ class CDPConnection(EventEmitter[str]):
         fut = asyncio.get_running_loop().create_future()
         self._pending[msg_id] = (fut, method)
         try:
-            await self._ws.send_str(json.dumps(msg))
+            await self._ws.send_text(json.dumps(msg))
             return await asyncio.wait_for(fut, timeout)
         except TimeoutError:
             raise CDPTimeout(f"no answer within {timeout} s", method=method) from None
@@ -95,10 +158,8 @@ class CDPConnection(EventEmitter[str]):
     async def _read(self) -> None:
         reason = "browser closed the DevTools socket"
         try:
-            async for frame in self._ws:
-                if frame.type is not aiohttp.WSMsgType.TEXT:
-                    continue
-                self._dispatch(json.loads(frame.data))
+            while (text := await self._ws.receive()) is not None:
+                self._dispatch(json.loads(text))
         except Exception as exc:  # the reason every pending call will carry
             reason = f"DevTools socket failed: {exc!r}"
         self._fail_all(reason)
@@ -136,7 +197,6 @@ class CDPConnection(EventEmitter[str]):
             await self._reader
         except BaseException:
             pass
-        await self._http.close()
 
     async def __aenter__(self) -> CDPConnection:
         return self

@@ -5,9 +5,11 @@ the child's watchdog ends them all with one `killpg`. Their output goes to a log
 the profile folder: a pipe nobody reads would fill up and stall the browser.
 
 Xvfb picks its own display number (`-displayfd`): instances and test runs share the
-machine, so no fixed numbers. The screen is at least `MIN_SCREEN` so a page can be resized
-up to it without restarting Xvfb (its RandR cannot grow a screen); measured cost of a
-1920x1080 screen over a 1280x720 one: about 5 MB of Xvfb RSS.
+machine, so no fixed numbers. The screen is the page's size, or SCREEN_WIDTH x SCREEN_HEIGHT
+when larger: Xvfb's RandR cannot grow a screen, so a page resized beyond it is captured by
+screencast. Each screen pixel costs memory twice (Xvfb's framebuffer and Chromium's MIT-SHM
+image of its full-screen window): a 1920x1080 screen costs 13 MB more per instance than a
+1280x720 one (bench/density.py).
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ import shlex
 import shutil
 import subprocess
 import time
-import urllib.request
 from dataclasses import dataclass
 
 from ..config import Settings
@@ -29,7 +30,9 @@ from ..errors import BrowserStartError
 
 logger = logging.getLogger(__name__)
 
-MIN_SCREEN = (1920, 1080)
+# Chromium will not make a window narrower than about 500 px: smaller pages are laid out by
+# emulation inside a window of at least this size
+MIN_SCREEN = (800, 600)
 XVFB_TIMEOUT = 15.0
 INSTALL_HINT = "install it with 'apt-get install chromium' or set CHROMIUM_PATH"
 XVFB_HINT = "install it with 'apt-get install xvfb' or use CAPTURE=screencast"
@@ -53,7 +56,12 @@ BASE_FLAGS = [
     # renderer of its own (chrome://omnibox-popup.top-chrome, 15-40 MB) that kiosk mode never
     # shows, and keeps a spare renderer warm for the next navigation
     "WebUIOmniboxPopup,WebUIOmniboxFullPopup,WebUIOmniboxAimPopup,PreloadTopChromeWebUI,"
-    "SpareRendererForSitePerProcess",
+    "SpareRendererForSitePerProcess,"
+    # audio plays in the browser process: one utility process less while a page plays sound
+    "AudioServiceOutOfProcess",
+    # the network service in the browser process instead of a utility process: 16 MB less
+    # per instance; a crash of it takes the browser down, which the pool already handles
+    "--enable-features=NetworkServiceInProcess2",
     "--renderer-process-limit=1",
     # software compositing needs no separate GPU process: one process less per instance
     "--in-process-gpu",
@@ -94,17 +102,19 @@ def _log_file(profile_dir: str, name: str):
 
 
 def start_xvfb(width: int, height: int, profile_dir: str) -> tuple[subprocess.Popen, str]:
-    """A private X server sized to fit `width`x`height`; returns it and its display name."""
+    """A private X server with a `width`x`height` screen; returns it and its display name."""
     xvfb = shutil.which("Xvfb")
     if xvfb is None:
         raise BrowserStartError(f"Xvfb is not installed: {XVFB_HINT}")
-    w, h = max(width, MIN_SCREEN[0]), max(height, MIN_SCREEN[1])
     rfd, wfd = os.pipe()
     try:
         with _log_file(profile_dir, "xvfb") as log:
             proc = subprocess.Popen(
-                [xvfb, "-displayfd", str(wfd), "-screen", "0", f"{w}x{h}x24", "-nolisten",
-                 "tcp", "-noreset", "-dpi", "96"],
+                [xvfb, "-displayfd", str(wfd), "-screen", "0", f"{width}x{height}x24",
+                 "-nolisten", "tcp", "-noreset", "-dpi", "96",
+                 # Chromium renders in software and never asks for GLX; without it Xvfb
+                 # does not load Mesa and LLVM: 20 MB less per instance
+                 "-extension", "GLX"],
                 pass_fds=(wfd,), stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         os.close(wfd)
         wfd = -1
@@ -152,26 +162,41 @@ def _active_port_file(profile_dir: str, _port: int) -> tuple[int, str] | None:
     return None
 
 
-def _json_version(_profile_dir: str, port: int) -> tuple[int, str] | None:
+async def _json_version(_profile_dir: str, port: int) -> tuple[int, str] | None:
     """A port given by the pool (DEBUGGING_PORT_START): Chromium writes no DevToolsActivePort
-    then, so ask the DevTools server itself."""
+    then, so ask the DevTools server itself (one plain GET: the child has no HTTP client
+    library, to stay small)."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/version", timeout=1) as r:
-            return port, json.load(r)["webSocketDebuggerUrl"]
-    except (OSError, ValueError, KeyError):
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection("127.0.0.1", port), 1.0)
+        try:
+            # HTTP/1.1: Chromium's DevTools server drops HTTP/1.0 requests unanswered
+            writer.write(f"GET /json/version HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                         "Connection: close\r\n\r\n".encode())
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 1.0)
+            length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                           if line.lower().startswith(b"content-length:")), None)
+            body = await asyncio.wait_for(
+                reader.readexactly(length) if length is not None else reader.read(), 1.0)
+        finally:
+            writer.close()
+        if head.split()[1:2] != [b"200"]:
+            return None
+        return port, json.loads(body)["webSocketDebuggerUrl"]
+    except (OSError, TimeoutError, ValueError, KeyError, asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError):
         return None
 
 
 async def _devtools(profile_dir: str, proc: subprocess.Popen, timeout: float,
                     port: int = 0) -> tuple[int, str]:
-    probe = _json_version if port else _active_port_file
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while loop.time() < deadline:
         if proc.poll() is not None:
             raise BrowserStartError(f"Chromium exited with code {proc.returncode} while "
                                     f"starting (see {profile_dir}/chromium.log)")
-        found = await asyncio.to_thread(probe, profile_dir, port) if port else probe(
+        found = await _json_version(profile_dir, port) if port else _active_port_file(
             profile_dir, port)
         if found is not None:
             return found
@@ -184,8 +209,9 @@ async def launch(settings: Settings, profile_dir: str, port: int, mode: str,
     """Starts Xvfb (x11 only) and Chromium; raises BrowserStartError with a clear cause."""
     xvfb, display, screen = None, "", size
     if mode == "x11":
-        xvfb, display = await asyncio.to_thread(start_xvfb, *size, profile_dir)
-        screen = (max(size[0], MIN_SCREEN[0]), max(size[1], MIN_SCREEN[1]))
+        screen = (max(size[0], settings.screen_width, MIN_SCREEN[0]),
+                  max(size[1], settings.screen_height, MIN_SCREEN[1]))
+        xvfb, display = await asyncio.to_thread(start_xvfb, *screen, profile_dir)
     try:
         # in x11 the window fills the screen (kiosk); pages smaller than it are emulated
         cmd = chromium_command(settings, profile_dir, port, mode, screen)

@@ -19,7 +19,10 @@ from collections.abc import Sequence
 from multiprocessing import shared_memory
 
 import _posixshmem  # the primitive under multiprocessing.shared_memory, without its tracker
-import numpy as np
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 NUM_BUFFERS = 2
 BYTES_PER_PIXEL = 4
@@ -56,10 +59,7 @@ class FrameBuffers:
             self.close()
             raise
         self.names = [s.name for s in self._segments]
-        self._arrays = [
-            np.ndarray((height, width, BYTES_PER_PIXEL), np.uint8, buffer=s.buf)
-            for s in self._segments
-        ]
+        self._arrays = [_view(s.buf, width, height) for s in self._segments]
 
     def array(self, buffer_id: int) -> np.ndarray:
         """A (height, width, 4) view onto one buffer; valid until `close`."""
@@ -102,9 +102,7 @@ class ChildFrameBuffers:
                 self._maps.append(mmap.mmap(fd, size))
             finally:
                 os.close(fd)
-        self._arrays = [
-            np.ndarray((height, width, BYTES_PER_PIXEL), np.uint8, buffer=m) for m in self._maps
-        ]
+        self._arrays: list[np.ndarray] = []  # made on first use: see `array`
         self._held = [False] * NUM_BUFFERS
         self._next = 0
 
@@ -120,6 +118,10 @@ class ChildFrameBuffers:
         return None
 
     def array(self, buffer_id: int) -> np.ndarray:
+        """Only the screencast capture writes through numpy; the x11 grab writes from the X
+        server, and a child that never imports numpy is 6 MB smaller."""
+        if not self._arrays:
+            self._arrays = [_view(m, self.width, self.height) for m in self._maps]
         return self._arrays[buffer_id]
 
     def release(self, buffer_id: int) -> None:
@@ -140,10 +142,16 @@ class ChildFrameBuffers:
                 pass
 
 
+def _view(buffer: memoryview | mmap.mmap, width: int, height: int) -> np.ndarray:
+    import numpy as np  # here, not at the top: see ChildFrameBuffers.array
+
+    return np.ndarray((height, width, BYTES_PER_PIXEL), np.uint8, buffer=buffer)
+
+
 def copy_rects(src: np.ndarray, dst: np.ndarray, rects: Sequence[Rect]) -> None:
     """Copies the dirty rects of `src` into `dst` (same shape); no rects means the whole frame."""
     if not rects:
-        np.copyto(dst, src)
+        dst[...] = src
         return
     h, w = src.shape[:2]
     for x, y, rw, rh in rects:
