@@ -11,7 +11,7 @@ Every upstream URL is built from 127.0.0.1, the lease's own port and a path that
 `checked_tail` (no '..', no percent-encoding, a fixed character set), so no path, header or
 query reaches another host or port. DevTools' own URLs in the answers
 (`webSocketDebuggerUrl`, `devtoolsFrontendUrl`) are rewritten to come back through here, at
-the Host the client used. WebSocket messages are piped both ways without being parsed.
+the Host the client used. WebSockets are spliced byte for byte (`splice.py`).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from ..errors import InvalidArgument, LkpoolError, UnknownSession
 from ..pool import EndReason, Lease
 from . import upstream as upstream_ws
 from .appkeys import METRICS, POOL, PROXY_HTTP, PROXY_SOCKETS, SETTINGS
+from .splice import Splice, accept_client
 from .upstream import InstanceUnreachable, upstream_url
 from .urls import ws_base
 
@@ -174,70 +175,61 @@ async def _browser_path(request: web.Request, lease: Lease) -> str:
 # ---- WebSocket ----------------------------------------------------------------------------
 
 async def _pipe(request: web.Request, lease: Lease, path: str) -> web.StreamResponse:
-    """Connects to the target first (so a failure is still an HTTP 502), then pipes."""
+    """Connects to the target first (so a failure is still an HTTP 502), then splices."""
     settings = request.app[SETTINGS]
     metrics = request.app[METRICS]
+    try:
+        resp = accept_client(request)
+    except ValueError as exc:
+        raise InvalidArgument(f"bad WebSocket upgrade: {exc}") from None
     upstream = await upstream_ws.take(request.app, lease, path) or await upstream_ws.connect(
         request.app, lease, path)
-    client = web.WebSocketResponse(max_msg_size=settings.max_ws_message_bytes, heartbeat=None,
-                                   compress=False)
     try:
-        await client.prepare(request)
+        writer = await resp.prepare(request)
     except BaseException:
-        await upstream.close()
+        upstream.close()
         raise
-    request.app[PROXY_SOCKETS].add(client)
     loop = asyncio.get_running_loop()
+    counters = {"to_instance": metrics.to_instance, "to_client": metrics.to_client}
     last_touch = 0.0
 
-    async def forward(src: Any, dst: Any, counter: Any) -> None:
+    def on_messages(direction: str, count: int) -> None:
         nonlocal last_touch
-        while True:
-            msg = await src.receive()
-            if msg.type is aiohttp.WSMsgType.TEXT:
-                await dst.send_str(msg.data)
-            elif msg.type is aiohttp.WSMsgType.BINARY:
-                await dst.send_bytes(msg.data)
-            else:  # CLOSE, CLOSING, CLOSED, ERROR
-                return
-            counter.inc()
-            now = loop.time()
-            if now - last_touch >= TOUCH_EVERY:
-                last_touch = now
-                lease.touch()
+        counters[direction].inc(count)
+        now = loop.time()
+        if now - last_touch >= TOUCH_EVERY:
+            last_touch = now
+            lease.touch()
 
-    to_instance = asyncio.create_task(forward(client, upstream, metrics.to_instance))
-    to_client = asyncio.create_task(forward(upstream, client, metrics.to_client))
+    splice = Splice(upstream, request, writer, max_message=settings.max_ws_message_bytes,
+                    on_messages=on_messages)
+    request.app[PROXY_SOCKETS].add(splice)
     ended = asyncio.create_task(lease.wait_ended())
-    code, reason = 1001, "proxy stopping"
     try:
-        await asyncio.wait({to_instance, to_client, ended},
+        await asyncio.wait({splice.finished, splice.dropped, ended},
                            return_when=asyncio.FIRST_COMPLETED)
-        if to_client.done() and not ended.done() and upstream.close_code in (None, 1006):
+        if splice.dropped.done() and not splice.dropped.cancelled() and not ended.done():
             # the instance dropped the connection: most likely it died, and the pool is
             # about to say so; give it a moment so the client learns the real reason
-            await asyncio.wait({ended}, timeout=settings.health_check_interval
+            await asyncio.wait({ended, splice.finished}, timeout=settings.health_check_interval
                                + settings.health_check_timeout)
-        code, reason = _close_reason(lease, upstream)
+        if not splice.finished.done():
+            await splice.close(*_close_reason(lease, splice))
+    except BaseException:
+        splice.abort()
+        raise
     finally:
-        for task in (to_instance, to_client, ended):
-            task.cancel()
-        await asyncio.gather(to_instance, to_client, ended, return_exceptions=True)
-        await upstream.close()
-        if not client.closed:
-            await client.close(code=code, message=reason.encode()[:120])
-    return client
+        ended.cancel()
+    return resp
 
 
-def _close_reason(lease: Lease, upstream: aiohttp.ClientWebSocketResponse) -> tuple[int, str]:
+def _close_reason(lease: Lease, splice: Splice) -> tuple[int, str]:
     if lease.end_reason is not None:
         return CLOSE_CODES.get(lease.end_reason, 4000), lease.end_reason
-    if upstream.closed:
+    if splice.upstream.closed:
         if not lease.context.alive:
             return CLOSE_CODES[EndReason.CRASHED], EndReason.CRASHED
-        code = upstream.close_code
-        return (code, "closed by the instance") if code and code < 1005 else (
-            1011, "connection to the instance lost")
+        return 1011, "connection to the instance lost"
     return 1000, ""
 
 
@@ -266,7 +258,7 @@ async def session_path(request: web.Request) -> web.StreamResponse:
 async def close_sockets(app: web.Application) -> None:
     """on_shutdown: proxied WebSockets are told the server is going away (1001)."""
     sockets = list(app[PROXY_SOCKETS])
-    await asyncio.gather(*(ws.close(code=1001, message=b"server shutdown") for ws in sockets),
+    await asyncio.gather(*(s.close(1001, "server shutdown") for s in sockets),
                          return_exceptions=True)
 
 

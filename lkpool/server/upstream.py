@@ -1,4 +1,5 @@
-"""WebSocket connections from the proxy to an instance's DevTools, and one opened early.
+"""WebSocket connections from the proxy to an instance's DevTools (`splice.Upstream`), and
+one opened early.
 
 When POST /browser hands out a lease, the browser target's WebSocket is opened at once, while
 the client reads the answer and connects; its first connection to /session/{id} then skips
@@ -11,13 +12,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-import aiohttp
 from aiohttp import web
 from yarl import URL
 
 from ..errors import InstanceError
 from ..pool import Lease
-from .appkeys import POOL, PRECONNECTED, PROXY_HTTP, SETTINGS
+from .appkeys import POOL, PRECONNECTED, SETTINGS
+from .splice import HandshakeFailed, Upstream
 
 PRECONNECT_KEEP = 30.0
 
@@ -33,16 +34,12 @@ def upstream_url(lease: Lease, path: str, query: str = "", scheme: str = "http")
                      query_string=query, encoded=True)
 
 
-async def connect(app: web.Application, lease: Lease, path: str
-                  ) -> aiohttp.ClientWebSocketResponse:
-    settings = app[SETTINGS]
+async def connect(app: web.Application, lease: Lease, path: str) -> Upstream:
+    """`path` passed the proxy's checks; host and port are the lease's own."""
     try:
-        async with asyncio.timeout(settings.proxy_connection_timeout):
-            return await app[PROXY_HTTP].ws_connect(
-                upstream_url(lease, path, scheme="ws"),
-                max_msg_size=settings.max_ws_message_bytes, heartbeat=None, compress=0,
-                timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5.0))
-    except (aiohttp.ClientError, TimeoutError) as exc:
+        return await Upstream.open(lease.debugging_port, path,
+                                   app[SETTINGS].proxy_connection_timeout)
+    except (OSError, TimeoutError, HandshakeFailed) as exc:
         raise InstanceUnreachable(
             f"the instance's DevTools WebSocket is not answering: {exc or type(exc).__name__}"
         ) from None
@@ -59,18 +56,17 @@ def preconnect(app: web.Application, lease: Lease) -> None:
     asyncio.get_running_loop().call_later(PRECONNECT_KEEP, drop, app, lease.session_id, task)
 
 
-async def take(app: web.Application, lease: Lease, path: str
-               ) -> aiohttp.ClientWebSocketResponse | None:
+async def take(app: web.Application, lease: Lease, path: str) -> Upstream | None:
     """The early connection of this lease to `path`, if there is a usable one."""
     task = app[PRECONNECTED].get(lease.session_id)
     if task is None or path != lease.browser_path:
         return None
     del app[PRECONNECTED][lease.session_id]
     try:
-        ws = await task
+        up = await task
     except (InstanceError, asyncio.CancelledError):
         return None
-    return None if ws.closed else ws
+    return None if up.closed else up
 
 
 def drop(app: web.Application, session_id: str, task: asyncio.Task | None = None) -> None:
@@ -82,8 +78,7 @@ def drop(app: web.Application, session_id: str, task: asyncio.Task | None = None
     if not current.done():
         current.cancel()
     elif not current.cancelled() and current.exception() is None:
-        closing = asyncio.get_running_loop().create_task(current.result().close())
-        closing.add_done_callback(lambda t: t.cancelled() or t.exception())
+        current.result().close()
 
 
 async def preconnect_ctx(app: web.Application) -> AsyncIterator[None]:
