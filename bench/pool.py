@@ -353,11 +353,15 @@ async def part_c(args: argparse.Namespace, settings: Settings, profiles: str,
                  flags: dict[str, Any], http: aiohttp.ClientSession, url: str,
                  fresh: dict[str, float],
                  launched: float) -> None:
-    # the same jobs with the opt-in reuse policy: instances reset, not restarted
-    async with Served(profiles, **flags, max_reusable=args.jobs) as srv:
+    # the same jobs with the opt-in reuse policy: instances reset, not restarted. A farm of
+    # `concurrency` workers runs that many instances: NUM_WARM idle ones on top of the busy
+    # ones (the warm floor) would only start browsers that the resets make needless
+    reuse_flags = {**flags, "max_instances": args.concurrency, "max_reusable": args.jobs}
+    async with Served(profiles, **reuse_flags) as srv:
         reused, _ = await screenshots(srv, http, settings, url, args.jobs, args.concurrency,
                                       baseline=False)
-    print(f"(c) {args.jobs} screenshot jobs, {args.concurrency} at a time (wall time)")
+    print(f"(c) {args.jobs} screenshot jobs, {args.concurrency} at a time (wall time); "
+          f"MAX_INSTANCES {flags['max_instances']} fresh, {args.concurrency} with reuse")
     for policy, times in (("MAX_REUSABLE (reset)", reused), ("fresh instance per job", fresh)):
         for via, label in (("cdp", "lkpool's CDP client"), ("playwright", "Playwright")):
             line(f"{policy}, {label}", f"{times[via]:.2f} s", f"{launched:.2f} s",

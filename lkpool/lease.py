@@ -64,6 +64,7 @@ class Slot:
         self.last_used = time.time()
         self.uses = 0
         self.origins: set[str] = set()  # for a reset, when reuse is on
+        self.resetting = False  # LEASED with no lease, on its way back to IDLE
         self.browser_path: str | None = None  # /devtools/browser/<id>, when known
         self.log = _SlotLog(logger, {"slot": slot_id})
 

@@ -360,7 +360,11 @@ class Pool(EventEmitter[PoolEvent]):
         if self._state != "open" or self.degraded or self._retry_pending:
             return
         waiting = sum(1 for w in self._waiters if not w.done())
-        spare = self._count(State.IDLE, State.STARTING)
+        # a slot being reset for reuse (LEASED, no lease) is idle within ~100 ms: starting an
+        # instance for its waiter would cost a second of both cores and arrive later
+        resetting = sum(1 for s in self._slots.values()
+                        if s.state is State.LEASED and s.resetting)
+        spare = self._count(State.IDLE, State.STARTING) + resetting
         live = self._count(State.IDLE, State.STARTING, State.LEASED)
         want = min(self.settings.num_warm + waiting - spare, self.settings.max_instances - live)
         for _ in range(want):
@@ -482,16 +486,19 @@ class Pool(EventEmitter[PoolEvent]):
             self._stop(slot)
 
     async def _reset(self, slot: Slot) -> None:
+        slot.resetting = True
         try:
             assert slot.page is not None and slot.context is not None
             await slot.page.navigate("about:blank")
             await recycle.reset_browser(slot.debugging_port, slot.origins,
-                                        self.settings.request_timeout)
+                                        self.settings.request_timeout, slot.browser_path)
         except Exception as exc:
             slot.log.warning("reset failed, replacing the instance: %s", exc)
             if slot.state is State.LEASED:
                 self._stop(slot)
             return
+        finally:
+            slot.resetting = False
         if slot.state is State.LEASED and slot.lease is None:
             slot.origins.clear()
             slot.to(State.IDLE)

@@ -66,15 +66,19 @@ def origin_of(url: str) -> str | None:
     return None
 
 
-async def reset_browser(port: int, origins: set[str], timeout: float) -> None:
+async def reset_browser(port: int, origins: set[str], timeout: float,
+                        browser_path: str | None = None) -> None:
     """Clears what a session left in a browser through its browser-level CDP endpoint, once
     the primary page shows about:blank: other tabs closed, cookies cleared, and the storage
-    of every origin seen cleared."""
+    of every origin seen cleared. `browser_path` (known from the instance's start) saves a
+    /json/version round trip."""
     ids = itertools.count(1)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as http:
-        async with http.get(f"http://127.0.0.1:{port}/json/version") as resp:
-            version = await resp.json(content_type=None)
-        path = urlsplit(version["webSocketDebuggerUrl"]).path
+        path = browser_path
+        if not path:
+            async with http.get(f"http://127.0.0.1:{port}/json/version") as resp:
+                version = await resp.json(content_type=None)
+            path = urlsplit(version["webSocketDebuggerUrl"]).path
         async with http.ws_connect(f"ws://127.0.0.1:{port}{path}", max_msg_size=0) as ws:
 
             async def call(method: str, **params: Any) -> dict[str, Any]:
