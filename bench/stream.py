@@ -5,7 +5,10 @@
 One server (pool of one instance) runs in this process with an animated page. For raw and
 JPEG, with 1 and 4 viewers, the viewers run in a separate process (so this process's CPU is
 the server's) and report frames/s and latency (capture -> receipt, from the header's capture
-timestamp). The baseline is the page's `paint` rate over the same window. Then the input
+timestamp). The baseline is the page's `paint` rate over the same window. CPU is given
+for the server process ("server cpu": what each viewer adds to the broadcaster) and for
+all of lkpool ("lkpool cpu": the server plus the instance's Chromium, Xvfb and child, which
+render and capture the page once however many watch). Then the input
 round trip: a click sent on the input WebSocket until the page's mousedown handler ran, and
 until the server's ack.
 """
@@ -23,6 +26,8 @@ from typing import Any
 
 import aiohttp
 import psutil
+
+from bench.common import group_pids
 
 CLICK_PAGE = """<html><body style='margin:0'><canvas id=c></canvas><script>
 const c = document.getElementById('c'); c.width = innerWidth; c.height = innerHeight;
@@ -86,14 +91,29 @@ async def run_case(base: str, sid: str, page: Any, fmt: str, n: int, seconds: fl
         sys.executable, "-m", "bench.stream", "--viewer", url, "--n", str(n),
         "--seconds", str(seconds), stdout=asyncio.subprocess.PIPE)
     await asyncio.sleep(1.0)  # viewers connected and past their first frame
+    instance = [psutil.Process(pid) for pid in group_pids(page.context.pid)]
     frames0, cpu0, t0 = page.frames, me.cpu_times(), time.monotonic()
+    inst0 = _cpu(instance)
     await asyncio.sleep(seconds - 1.0)
     frames1, cpu1, t1 = page.frames, me.cpu_times(), time.monotonic()
+    inst1 = _cpu(instance)
     out, _ = await proc.communicate()
     result = json.loads(out)
     result["paint_fps"] = (frames1 - frames0) / (t1 - t0)
     result["server_cpu"] = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / (t1 - t0)
+    result["lkpool_cpu"] = result["server_cpu"] + (inst1 - inst0) / (t1 - t0)
     return result
+
+
+def _cpu(procs: list[psutil.Process]) -> float:
+    total = 0.0
+    for proc in procs:
+        try:
+            t = proc.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
 
 
 async def input_round_trip(base: str, sid: str, page: Any, count: int = 40
@@ -134,20 +154,23 @@ async def main(args: argparse.Namespace) -> None:
             print(f"frames WebSocket, {args.width}x{args.height}@{args.fps}, "
                   f"{args.seconds:g} s per case, viewers in another process")
             print(f"{'case':<12}{'paint fps':>10}{'fps/viewer':>12}{'ratio':>7}{'p50 ms':>8}"
-                  f"{'p95 ms':>8}{'skipped':>9}{'server cpu':>11}{'viewer cpu':>11}")
-            cpu_one: dict[str, float] = {}
+                  f"{'p95 ms':>8}{'skipped':>9}{'server cpu':>11}{'lkpool cpu':>11}"
+                  f"{'viewer cpu':>11}")
+            cpu_one: dict[str, tuple[float, float]] = {}
             for fmt in ("raw", "jpeg"):
                 for n in (1, 4):
                     r = await run_case(base, lease.session_id, page, fmt, n, args.seconds)
                     fps = statistics.mean(r["fps"])
                     if n == 1:
-                        cpu_one[fmt] = r["server_cpu"]
-                    extra = (f"  ({r['server_cpu'] / cpu_one[fmt]:.2f}x one viewer)"
-                             if n > 1 and cpu_one.get(fmt) else "")
+                        cpu_one[fmt] = (r["server_cpu"], r["lkpool_cpu"])
+                    extra = ""
+                    if n > 1 and fmt in cpu_one and min(cpu_one[fmt]) > 0:
+                        extra = (f"  (one viewer x{r['server_cpu'] / cpu_one[fmt][0]:.2f} "
+                                 f"server, x{r['lkpool_cpu'] / cpu_one[fmt][1]:.2f} lkpool)")
                     print(f"{fmt + ' x' + str(n):<12}{r['paint_fps']:>10.1f}{fps:>12.1f}"
                           f"{fps / r['paint_fps']:>7.2f}{r['p50']:>8.1f}{r['p95']:>8.1f}"
                           f"{max(r['skipped']):>9}{r['server_cpu']:>10.0%}"
-                          f"{r['client_cpu']:>11.0%}{extra}")
+                          f"{r['lkpool_cpu']:>11.0%}{r['client_cpu']:>11.0%}{extra}")
             handler, ack = await input_round_trip(base, lease.session_id, page)
             print(f"input round trip (p50 of 40 clicks): WS send -> page mousedown handler "
                   f"{handler:.1f} ms, WS send -> ack {ack:.1f} ms")

@@ -10,7 +10,7 @@ import simplejpeg
 
 from lkpool.errors import InvalidArgument
 from lkpool.server import inputs
-from lkpool.server.frames import ENCODERS, Frame, FrameOptions
+from lkpool.server.frames import ENCODERS, Frame, FrameOptions, Recycler
 from lkpool.server.header import HEADER_SIZE, FrameFormat, FrameHeader, HeaderError
 
 PAGE = SimpleNamespace(width=320, height=240)  # only the size is read while validating
@@ -116,3 +116,20 @@ def test_bad_events_name_the_field(event: object, field: str | None) -> None:
     msg = inputs.error_message(info.value, event)
     assert msg["type"] == "error" and msg["error"] == "invalid_argument"
     assert msg["field"] == field and msg["detail"]
+
+
+def test_recycler_reuses_only_buffers_nobody_holds() -> None:
+    """A frame buffer comes back only when no memoryview, frame or other holder is left:
+    reusing one still being sent would change a frame on the wire."""
+    recycler = Recycler()
+    first = recycler.take(64)
+    view = memoryview(first)[8:]  # as a Frame's `data`, or a transport's pending write
+    first_id = id(first)
+    del first
+    second = recycler.take(64)
+    assert id(second) != first_id
+    del second
+    assert recycler.take(128) is not None  # another size is never a held buffer either
+    view.release()
+    del view
+    assert id(recycler.take(64)) == first_id
