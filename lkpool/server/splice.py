@@ -14,6 +14,10 @@ direction's frame headers as they pass, which is all the proxy needs to
 
 Flow control is the sockets' own: when one side's write buffer fills, reading from the
 other side pauses until it drains.
+
+The client side hooks in where aiohttp's own WebSocketResponse does: after the 101, the
+connection's `RequestHandler.set_parser` takes an object with `feed_data`/`feed_eof`, which
+then gets every byte the client sends (hence aiohttp < 4 in pyproject.toml).
 """
 
 from __future__ import annotations
