@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -141,41 +142,45 @@ async def main(args: argparse.Namespace) -> None:
     from lkpool.server.appkeys import POOL
     from tests.support.pages import serve_pages
 
+    profiles = tempfile.mkdtemp(prefix="lkbench-")
     settings = Settings(width=args.width, height=args.height, framerate=args.fps, audio=False,
                         num_warm=1, max_instances=1,
-                        chromium_profile_base_dir=tempfile.mkdtemp(prefix="lkbench-"))
-    async with serve_local(settings) as (base, app):
-        async with serve_pages({"/anim": CLICK_PAGE}) as pages:
-            pool = app[POOL]
-            await pool.wait_ready()
-            lease = await pool.acquire(600, url=pages + "/anim")
-            page = lease.page
-            await asyncio.sleep(2)
-            print(f"frames WebSocket, {args.width}x{args.height}@{args.fps}, "
-                  f"{args.seconds:g} s per case, viewers in another process")
-            print(f"{'case':<12}{'paint fps':>10}{'fps/viewer':>12}{'ratio':>7}{'p50 ms':>8}"
-                  f"{'p95 ms':>8}{'skipped':>9}{'server cpu':>11}{'lkpool cpu':>11}"
-                  f"{'viewer cpu':>11}")
-            cpu_one: dict[str, tuple[float, float]] = {}
-            for fmt in ("raw", "jpeg"):
-                for n in (1, 4):
-                    r = await run_case(base, lease.session_id, page, fmt, n, args.seconds)
-                    fps = statistics.mean(r["fps"])
-                    if n == 1:
-                        cpu_one[fmt] = (r["server_cpu"], r["lkpool_cpu"])
-                    extra = ""
-                    if n > 1 and fmt in cpu_one and min(cpu_one[fmt]) > 0:
-                        extra = (f"  (one viewer x{r['server_cpu'] / cpu_one[fmt][0]:.2f} "
-                                 f"server, x{r['lkpool_cpu'] / cpu_one[fmt][1]:.2f} lkpool)")
-                    print(f"{fmt + ' x' + str(n):<12}{r['paint_fps']:>10.1f}{fps:>12.1f}"
-                          f"{fps / r['paint_fps']:>7.2f}{r['p50']:>8.1f}{r['p95']:>8.1f}"
-                          f"{max(r['skipped']):>9}{r['server_cpu']:>10.0%}"
-                          f"{r['lkpool_cpu']:>11.0%}{r['client_cpu']:>11.0%}{extra}")
-            handler, ack = await input_round_trip(base, lease.session_id, page)
-            print(f"input round trip (p50 of 40 clicks): WS send -> page mousedown handler "
-                  f"{handler:.1f} ms, WS send -> ack {ack:.1f} ms")
-            await pool.release(lease.session_id)
+                        chromium_profile_base_dir=profiles)
+    try:
+        async with serve_local(settings) as (base, app):
+            async with serve_pages({"/anim": CLICK_PAGE}) as pages:
+                pool = app[POOL]
+                await pool.wait_ready()
+                lease = await pool.acquire(600, url=pages + "/anim")
+                page = lease.page
+                await asyncio.sleep(2)
+                print(f"frames WebSocket, {args.width}x{args.height}@{args.fps}, "
+                      f"{args.seconds:g} s per case, viewers in another process")
+                print(f"{'case':<12}{'paint fps':>10}{'fps/viewer':>12}{'ratio':>7}{'p50 ms':>8}"
+                      f"{'p95 ms':>8}{'skipped':>9}{'server cpu':>11}{'lkpool cpu':>11}"
+                      f"{'viewer cpu':>11}")
+                cpu_one: dict[str, tuple[float, float]] = {}
+                for fmt in ("raw", "jpeg"):
+                    for n in (1, 4):
+                        r = await run_case(base, lease.session_id, page, fmt, n, args.seconds)
+                        fps = statistics.mean(r["fps"])
+                        if n == 1:
+                            cpu_one[fmt] = (r["server_cpu"], r["lkpool_cpu"])
+                        extra = ""
+                        if n > 1 and fmt in cpu_one and min(cpu_one[fmt]) > 0:
+                            extra = (f"  (one viewer x{r['server_cpu'] / cpu_one[fmt][0]:.2f} "
+                                     f"server, x{r['lkpool_cpu'] / cpu_one[fmt][1]:.2f} lkpool)")
+                        print(f"{fmt + ' x' + str(n):<12}{r['paint_fps']:>10.1f}{fps:>12.1f}"
+                              f"{fps / r['paint_fps']:>7.2f}{r['p50']:>8.1f}{r['p95']:>8.1f}"
+                              f"{max(r['skipped']):>9}{r['server_cpu']:>10.0%}"
+                              f"{r['lkpool_cpu']:>11.0%}{r['client_cpu']:>11.0%}{extra}")
+                handler, ack = await input_round_trip(base, lease.session_id, page)
+                print(f"input round trip (p50 of 40 clicks): WS send -> page mousedown handler "
+                      f"{handler:.1f} ms, WS send -> ack {ack:.1f} ms")
+                await pool.release(lease.session_id)
 
+    finally:
+        shutil.rmtree(profiles, ignore_errors=True)
 
 def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
