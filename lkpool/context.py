@@ -308,6 +308,8 @@ class BrowserContext(EventEmitter[ContextEvent]):
             timeout = self.settings.request_timeout if timeout is None else timeout
             return await asyncio.wait_for(fut, timeout)
         except TimeoutError:
+            if fut.done() and not fut.cancelled() and fut.exception() is not None:
+                raise  # the instance answered, with a timeout of its own (a stuck page)
             raise RequestTimeout(f"{type(msg).__name__} got no answer within {timeout:g}s "
                                  f"from instance {self.instance_id}") from None
         except ChannelClosed as exc:

@@ -285,6 +285,8 @@ class Child:
         try:
             await page.call("Runtime.evaluate", {"expression": "0"}, timeout=limit)
         except CDPTimeout:
+            if page.dialog_open:
+                return  # the dialog opened while the probe was on its way: it waits too
             raise TimeoutError(f"page {page.id} does not answer: its renderer is stuck") \
                 from None
         except (CDPError, PageGone):
