@@ -8,6 +8,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 import types
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -127,3 +128,28 @@ def deployed_main() -> Iterator[None]:
         yield
     finally:
         sys.modules["__main__"] = real
+
+
+class CpuMeter:
+    """CPU seconds of named process groups between `start` and `stop`."""
+
+    def __init__(self, groups: dict[str, list[psutil.Process]]) -> None:
+        self.groups = groups
+        self._t0: dict[int, float] = {}
+
+    @staticmethod
+    def _cpu(proc: psutil.Process) -> float:
+        try:
+            t = proc.cpu_times()
+            return t.user + t.system
+        except psutil.Error:
+            return 0.0
+
+    def start(self) -> None:
+        self.wall = time.monotonic()
+        self._t0 = {p.pid: self._cpu(p) for procs in self.groups.values() for p in procs}
+
+    def stop(self) -> dict[str, float]:
+        wall = time.monotonic() - self.wall
+        return {name: sum(self._cpu(p) - self._t0.get(p.pid, 0.0) for p in procs) / wall
+                for name, procs in self.groups.items()}

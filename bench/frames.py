@@ -24,6 +24,7 @@ import time
 
 import psutil
 
+from bench.common import CpuMeter
 from lkpool import BrowserContext
 from lkpool.config import Settings
 from lkpool.proc.cdp import CDPConnection
@@ -40,31 +41,6 @@ const g = c.getContext('2d'); let n = 0;
 SIZES = [(1280, 720), (1920, 1080)]
 RATES = [30, 60]
 WARMUP = 1.5
-
-
-class CpuMeter:
-    """CPU seconds of named process groups between `start` and `stop`."""
-
-    def __init__(self, groups: dict[str, list[psutil.Process]]) -> None:
-        self.groups = groups
-        self._t0: dict[int, float] = {}
-
-    @staticmethod
-    def _cpu(proc: psutil.Process) -> float:
-        try:
-            t = proc.cpu_times()
-            return t.user + t.system
-        except psutil.Error:
-            return 0.0
-
-    def start(self) -> None:
-        self.wall = time.monotonic()
-        self._t0 = {p.pid: self._cpu(p) for procs in self.groups.values() for p in procs}
-
-    def stop(self) -> dict[str, float]:
-        wall = time.monotonic() - self.wall
-        return {name: sum(self._cpu(p) - self._t0.get(p.pid, 0.0) for p in procs) / wall
-                for name, procs in self.groups.items()}
 
 
 def tree(pid: int | None) -> list[psutil.Process]:

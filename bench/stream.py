@@ -28,7 +28,7 @@ from typing import Any
 import aiohttp
 import psutil
 
-from bench.common import group_pids
+from bench.common import CpuMeter, group_pids
 
 CLICK_PAGE = """<html><body style='margin:0'><canvas id=c></canvas><script>
 const c = document.getElementById('c'); c.width = innerWidth; c.height = innerHeight;
@@ -87,34 +87,23 @@ async def viewers(url: str, n: int, seconds: float) -> dict[str, Any]:
 async def run_case(base: str, sid: str, page: Any, fmt: str, n: int, seconds: float
                    ) -> dict[str, Any]:
     url = f"{base.replace('http', 'ws')}/session/{sid}/frames?format={fmt}"
-    me = psutil.Process()
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bench.stream", "--viewer", url, "--n", str(n),
         "--seconds", str(seconds), stdout=asyncio.subprocess.PIPE)
     await asyncio.sleep(1.0)  # viewers connected and past their first frame
-    instance = [psutil.Process(pid) for pid in group_pids(page.context.pid)]
-    frames0, cpu0, t0 = page.frames, me.cpu_times(), time.monotonic()
-    inst0 = _cpu(instance)
+    meter = CpuMeter({"server": [psutil.Process()], "instance": [
+        psutil.Process(pid) for pid in group_pids(page.context.pid)]})
+    frames0, t0 = page.frames, time.monotonic()
+    meter.start()
     await asyncio.sleep(seconds - 1.0)
-    frames1, cpu1, t1 = page.frames, me.cpu_times(), time.monotonic()
-    inst1 = _cpu(instance)
+    cpu = meter.stop()
+    frames1, t1 = page.frames, time.monotonic()
     out, _ = await proc.communicate()
     result = json.loads(out)
     result["paint_fps"] = (frames1 - frames0) / (t1 - t0)
-    result["server_cpu"] = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / (t1 - t0)
-    result["lkpool_cpu"] = result["server_cpu"] + (inst1 - inst0) / (t1 - t0)
+    result["server_cpu"] = cpu["server"]
+    result["lkpool_cpu"] = cpu["server"] + cpu["instance"]
     return result
-
-
-def _cpu(procs: list[psutil.Process]) -> float:
-    total = 0.0
-    for proc in procs:
-        try:
-            t = proc.cpu_times()
-            total += t.user + t.system
-        except psutil.Error:
-            pass
-    return total
 
 
 async def input_round_trip(base: str, sid: str, page: Any, count: int = 40

@@ -8,8 +8,6 @@ way to be sure nothing of one session reaches the next.
 
 from __future__ import annotations
 
-import itertools
-import json
 import logging
 import os
 import shutil
@@ -71,38 +69,41 @@ async def reset_browser(port: int, origins: set[str], timeout: float,
     """Clears what a session left in a browser through its browser-level CDP endpoint, once
     the primary page shows about:blank: other tabs closed, cookies cleared, and the storage
     of every origin seen cleared. `browser_path` (known from the instance's start) saves a
-    /json/version round trip."""
-    ids = itertools.count(1)
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as http:
-        path = browser_path
-        if not path:
+    /json/version round trip. Each clearing step is best effort: Chromium answers
+    `Storage.clearDataForOrigin` with "Internal error" for storage types an origin never
+    used, having cleared the others. A browser that stops answering fails the reset."""
+    from .proc.cdp import CDPClosed, CDPConnection, CDPError, CDPTimeout
+
+    path = browser_path
+    if not path:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as http:
             async with http.get(f"http://127.0.0.1:{port}/json/version") as resp:
                 version = await resp.json(content_type=None)
-            path = urlsplit(version["webSocketDebuggerUrl"]).path
-        async with http.ws_connect(f"ws://127.0.0.1:{port}{path}", max_msg_size=0) as ws:
+        path = urlsplit(version["webSocketDebuggerUrl"]).path
+    async with await CDPConnection.connect(f"ws://127.0.0.1:{port}{path}", timeout) as cdp:
 
-            async def call(method: str, **params: Any) -> dict[str, Any]:
-                msg_id = next(ids)
-                await ws.send_str(json.dumps({"id": msg_id, "method": method, "params": params}))
-                while True:
-                    msg = await ws.receive_json()
-                    if msg.get("id") == msg_id:
-                        return msg.get("result", {})
+        async def step(method: str, **params: Any) -> None:
+            try:
+                await cdp.send(method, params, timeout=timeout)
+            except (CDPTimeout, CDPClosed):
+                raise
+            except CDPError as exc:
+                logger.debug("reset: %s", exc)
 
-            targets = (await call("Target.getTargets"))["targetInfos"]
-            for t in targets:
-                if t.get("type") != "page":
-                    continue
-                if (origin := origin_of(t.get("url", ""))) is not None:
-                    origins.add(origin)
-                # "" is a page whose navigation has not committed: the primary page on its way
-                # to about:blank (navigate answers before that commit). Closing it would close
-                # the last tab, and Chromium quits with it.
-                if t.get("url") not in ("about:blank", ""):
-                    await call("Target.closeTarget", targetId=t["targetId"])
-            await call("Storage.clearCookies")
-            for origin in sorted(origins):
-                await call("Storage.clearDataForOrigin", origin=origin, storageTypes="all")
+        targets = (await cdp.send("Target.getTargets", timeout=timeout))["targetInfos"]
+        for t in targets:
+            if t.get("type") != "page":
+                continue
+            if (origin := origin_of(t.get("url", ""))) is not None:
+                origins.add(origin)
+            # "" is a page whose navigation has not committed: the primary page on its way
+            # to about:blank (navigate answers before that commit). Closing it would close
+            # the last tab, and Chromium quits with it.
+            if t.get("url") not in ("about:blank", ""):
+                await step("Target.closeTarget", targetId=t["targetId"])
+        await step("Storage.clearCookies")
+        for origin in sorted(origins):
+            await step("Storage.clearDataForOrigin", origin=origin, storageTypes="all")
 
 
 def stats(*, count: int, created: float, last_used: float) -> dict[str, Any]:

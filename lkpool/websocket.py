@@ -41,28 +41,43 @@ class Header:
     size: int  # header bytes
 
 
+def header_size(second: int) -> int:
+    """Bytes of a frame header, from its second byte (length code and mask bit)."""
+    return 2 + {126: 2, 127: 8}.get(second & 0x7F, 0) + (4 if second & 0x80 else 0)
+
+
 def parse_header(buf: bytes | bytearray | memoryview, at: int = 0) -> Header | None:
     """The frame header starting at `buf[at]`, or None when `buf` does not hold all of it."""
     avail = len(buf) - at
     if avail < 2:
         return None
     b0, b1 = buf[at], buf[at + 1]
-    length, size = b1 & 0x7F, 2
+    size = header_size(b1)
+    if avail < size:
+        return None
+    length = b1 & 0x7F
     if length == 126:
-        if avail < 4:
-            return None
-        length, size = struct.unpack_from("!H", buf, at + 2)[0], 4
+        length = struct.unpack_from("!H", buf, at + 2)[0]
     elif length == 127:
-        if avail < 10:
-            return None
-        length, size = struct.unpack_from("!Q", buf, at + 2)[0], 10
-    mask = None
-    if b1 & 0x80:
-        if avail < size + 4:
-            return None
-        mask = bytes(buf[at + size:at + size + 4])
-        size += 4
+        length = struct.unpack_from("!Q", buf, at + 2)[0]
+    mask = bytes(buf[at + size - 4:at + size]) if b1 & 0x80 else None
     return Header(bool(b0 & 0x80), b0 & 0x0F, length, mask, size)
+
+
+def upgrade_request(host: str, path: str, key: str) -> bytes:
+    """A client's opening handshake, offering no extension (RFC 6455 4.1)."""
+    return (f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n").encode()
+
+
+def check_upgrade(head: bytes, key: str) -> None:
+    """Raises ValueError unless `head` (the answer up to its blank line) accepts `key`."""
+    status, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in
+               (line.partition(":") for line in lines if line)}
+    if status.split()[1:2] != ["101"] or headers.get("sec-websocket-accept") != accept_key(key):
+        raise ValueError(f"the WebSocket upgrade was refused: {status[:100]!r}")
 
 
 def frame(opcode: int, payload: bytes = b"", *, masked: bool, fin: bool = True) -> bytes:

@@ -58,17 +58,12 @@ class DevToolsSocket:
             parts.hostname, parts.port), timeout)
         try:
             key = ws.new_key()
-            writer.write((f"GET {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
-                          "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                          f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-                          ).encode())
+            writer.write(ws.upgrade_request(parts.netloc, parts.path, key))
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
-            status, *lines = head.decode("latin-1").split("\r\n")
-            headers = {k.strip().lower(): v.strip() for k, _, v in
-                       (line.partition(":") for line in lines if line)}
-            if status.split()[1:2] != ["101"] or headers.get(
-                    "sec-websocket-accept") != ws.accept_key(key):
-                raise ConnectionError(f"DevTools refused the WebSocket: {status!r}")
+            try:
+                ws.check_upgrade(head, key)
+            except ValueError as exc:
+                raise ConnectionError(str(exc)) from None
         except BaseException:
             writer.close()
             raise
@@ -84,8 +79,8 @@ class DevToolsSocket:
         while True:
             try:
                 first = await self._reader.readexactly(2)
-                extra = {126: 2, 127: 8}.get(first[1] & 0x7F, 0) + (4 if first[1] & 0x80 else 0)
-                head = ws.parse_header(first + await self._reader.readexactly(extra))
+                head = ws.parse_header(
+                    first + await self._reader.readexactly(ws.header_size(first[1]) - 2))
                 assert head is not None
                 payload = await self._reader.readexactly(head.length)
             except (asyncio.IncompleteReadError, ConnectionError):

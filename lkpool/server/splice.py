@@ -66,10 +66,7 @@ class Upstream(asyncio.Protocol):
             _, up = await loop.create_connection(lambda: cls(key), "127.0.0.1", port)
             try:
                 assert up.transport is not None
-                up.transport.write((
-                    f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-                    "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                    f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+                up.transport.write(ws.upgrade_request(f"127.0.0.1:{port}", path, key))
                 await up.handshake
             except BaseException:
                 up.close()
@@ -92,14 +89,12 @@ class Upstream(asyncio.Protocol):
                 if len(self._head) > MAX_RESPONSE_HEAD:
                     self.handshake.set_exception(HandshakeFailed("no end of the answer"))
                 return
-            head, data = self._head[:end].decode("latin-1"), self._head[end + 4:]
+            head, data = self._head[:end + 4], self._head[end + 4:]
             self._head = b""
-            status, *lines = head.split("\r\n")
-            headers = {k.strip().lower(): v.strip() for k, _, v in
-                       (line.partition(":") for line in lines)}
-            if status.split()[1:2] != ["101"] or headers.get(
-                    "sec-websocket-accept") != ws.accept_key(self._key):
-                self.handshake.set_exception(HandshakeFailed(f"refused: {status[:100]!r}"))
+            try:
+                ws.check_upgrade(head, self._key)
+            except ValueError as exc:
+                self.handshake.set_exception(HandshakeFailed(str(exc)))
                 return
             self.handshake.set_result(None)
             if not data:
