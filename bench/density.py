@@ -6,8 +6,8 @@ headless Chromium with the same flags.
 PSS (proportional set size, from /proc/<pid>/smaps_rollup) splits each shared page among
 the processes that map it, so summing it over an instance's processes (child, Chromium and
 its helpers, Xvfb, parec: one process group) counts every page once across the machine.
-Instances run with the default settings (x11 capture, audio on, 1280x720 at 30 fps on a
-1920x1080 X screen) on about:blank, as the pool keeps them warm, and once more with the
+Instances run with the default settings (x11 capture, audio on, 1280x720 at 30 fps on an
+X screen that can grow to 1920x1080) on about:blank, as the pool keeps them warm, and once more with the
 screen fitted to the page (SCREEN_WIDTH=SCREEN_HEIGHT=0) at the largest count. The
 baseline is Chromium alone: the same binary and flags, headless, no child, no X server, no
 audio, no capture, started beside the warm instances of each count, so that it shares the
@@ -90,8 +90,8 @@ async def measure_bare(settings: Settings, settle: float) -> float:
 async def run(counts: tuple[int, ...] = (1, 4, 8), settle: float = 4.0) -> list[Row]:
     base = tempfile.mkdtemp(prefix="lkpool-density-")
     settings = Settings.from_env(chromium_profile_base_dir=base)
-    # the default X screen is 1920x1080 so pages grow to 1080p without leaving x11 capture;
-    # a screen of the page's own size (SCREEN_WIDTH=SCREEN_HEIGHT=0) trades that for memory
+    # by default the X screen can grow to 1080p, so pages do without leaving x11 capture;
+    # Xvfb's framebuffer is allocated for that size, and SCREEN_WIDTH=SCREEN_HEIGHT=0 saves it
     fitted = settings.replace(screen_width=0, screen_height=0)
     cases = [(settings, f"{count} warm", count) for count in counts]
     cases.append((fitted, f"{max(counts)} warm, SCREEN_WIDTH=SCREEN_HEIGHT=0", max(counts)))

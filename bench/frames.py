@@ -99,7 +99,7 @@ async def measure_reference(settings: Settings, mode: str, url: str, size: tuple
             target = next(t["targetId"] for t in targets if t["type"] == "page")
             sid = (await cdp.send("Target.attachToTarget",
                                   {"targetId": target, "flatten": True}))["sessionId"]
-            if size != launched.screen:
+            if size != launched.window:
                 await cdp.send("Emulation.setDeviceMetricsOverride", {
                     "width": size[0], "height": size[1], "deviceScaleFactor": 1,
                     "mobile": False}, session_id=sid)

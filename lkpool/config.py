@@ -85,11 +85,12 @@ class Settings:
     width: int = _knob(1280, "default page width", min=1, max=MAX_WIDTH)
     height: int = _knob(720, "default page height", min=1, max=MAX_HEIGHT)
     framerate: int = _knob(30, "default page framerate", min=1, max=MAX_FRAMERATE)
-    screen_width: int = _knob(1920, "least width of each instance's X screen (x11 capture): "
-                              "a page resized wider is captured by screencast; 0 = the page's",
+    screen_width: int = _knob(1920, "widest page shown on each instance's X screen (x11 "
+                              "capture), which is fitted to the page up to this size; a "
+                              "wider page is captured by screencast; 0 = the first page's",
                               min=0, max=MAX_WIDTH)
-    screen_height: int = _knob(1080, "least height of each instance's X screen, as "
-                               "SCREEN_WIDTH", min=0, max=MAX_HEIGHT)
+    screen_height: int = _knob(1080, "tallest page shown on the X screen, as SCREEN_WIDTH",
+                               min=0, max=MAX_HEIGHT)
     audio: bool = _knob(True, "capture each instance's audio through PulseAudio")
     max_body_bytes: int = _knob(1 << 20, "largest HTTP request body", min=1024)
     max_ws_message_bytes: int = _knob(64 << 20, "largest WebSocket message", min=1024)

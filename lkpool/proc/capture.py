@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import ctypes
-import ctypes.util
 import logging
 import os
 import time
@@ -32,6 +31,7 @@ from mss.linux.base import ALL_PLANES
 
 from ..shm.framebuffer import ChildFrameBuffers
 from ..tasks import spawn
+from . import xlib
 from .protocol import AcquirePaint, Message
 
 logger = logging.getLogger(__name__)
@@ -117,24 +117,6 @@ class _Pacer:
 
 # ---- x11 ----------------------------------------------------------------------------------
 
-# Run (synchronously) when Xlib finds the X server gone. Xlib then exits the process
-# whatever the handler does, so this is the only chance to unload the audio sink and end
-# the process group; main registers that here.
-ON_X_SERVER_LOST: list[Callable[[], None]] = []
-_IO_ERROR_HANDLER = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)
-
-
-@_IO_ERROR_HANDLER
-def _x_io_error(_display: int) -> int:
-    logger.error("the X server went away")
-    for cb in ON_X_SERVER_LOST:
-        try:
-            cb()
-        except Exception:
-            logger.exception("cleanup after the X server went away")
-    os._exit(4)
-
-
 class _XDamage:
     """An Xlib connection watching the root window with DAMAGE (ReportNonEmpty): one event
     when the screen goes from clean to dirty; `take` fetches the dirty region and clears it."""
@@ -142,18 +124,9 @@ class _XDamage:
     NON_EMPTY = 3
 
     def __init__(self, display: str) -> None:
-        x11 = ctypes.CDLL(ctypes.util.find_library("X11") or "libX11.so.6")
-        self.x11 = x11
-        self.dmg = ctypes.CDLL(ctypes.util.find_library("Xdamage") or "libXdamage.so.1")
-        self.fix = ctypes.CDLL(ctypes.util.find_library("Xfixes") or "libXfixes.so.3")
-        x11.XOpenDisplay.restype = ctypes.c_void_p
-        x11.XOpenDisplay.argtypes = [ctypes.c_char_p]
-        x11.XDefaultRootWindow.restype = ctypes.c_ulong
-        x11.XDefaultRootWindow.argtypes = [ctypes.c_void_p]
-        for fn in ("XConnectionNumber", "XPending", "XFlush", "XCloseDisplay"):
-            getattr(x11, fn).argtypes = [ctypes.c_void_p]
-        x11.XNextEvent.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
-        x11.XFree.argtypes = [ctypes.c_void_p]
+        self.x11 = x11 = xlib.x11()
+        self.dmg = xlib.load("Xdamage", "libXdamage.so.1")
+        self.fix = xlib.load("Xfixes", "libXfixes.so.3")
         self.dmg.XDamageQueryExtension.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_int),
                                                    ctypes.POINTER(ctypes.c_int)]
         self.dmg.XDamageCreate.restype = ctypes.c_ulong
@@ -169,13 +142,7 @@ class _XDamage:
         self.fix.XFixesFetchRegion.argtypes = [ctypes.c_void_p, ctypes.c_ulong,
                                                ctypes.POINTER(ctypes.c_int)]
         self.fix.XFixesDestroyRegion.argtypes = [ctypes.c_void_p, ctypes.c_ulong]
-
-        x11.XSetIOErrorHandler.argtypes = [_IO_ERROR_HANDLER]
-        x11.XSetIOErrorHandler.restype = ctypes.c_void_p
-        x11.XSetIOErrorHandler(_x_io_error)
-        self.dpy = x11.XOpenDisplay(display.encode())
-        if not self.dpy:
-            raise RuntimeError(f"cannot open X display {display}")
+        self.dpy = xlib.open_display(display)
         ev, err = ctypes.c_int(), ctypes.c_int()
         if not self.dmg.XDamageQueryExtension(self.dpy, ctypes.byref(ev), ctypes.byref(err)):
             x11.XCloseDisplay(self.dpy)

@@ -5,11 +5,8 @@ the child's watchdog ends them all with one `killpg`. Their output goes to a log
 the profile folder: a pipe nobody reads would fill up and stall the browser.
 
 Xvfb picks its own display number (`-displayfd`): instances and test runs share the
-machine, so no fixed numbers. The screen is the page's size, or SCREEN_WIDTH x SCREEN_HEIGHT
-when larger: Xvfb's RandR cannot grow a screen, so a page resized beyond it is captured by
-screencast. Each screen pixel costs memory twice (Xvfb's framebuffer and Chromium's MIT-SHM
-image of its full-screen window): a 1920x1080 screen costs 13 MB more per instance than a
-1280x720 one (bench/density.py).
+machine, so no fixed numbers. Its screen starts at the largest size the instance shows on
+screen and is then set to the page's (see `screen.py`).
 """
 
 from __future__ import annotations
@@ -27,12 +24,10 @@ from dataclasses import dataclass
 
 from ..config import Settings
 from ..errors import BrowserStartError
+from .screen import screen_for, set_screen_size, window_for
 
 logger = logging.getLogger(__name__)
 
-# Chromium will not make a window narrower than about 500 px: smaller pages are laid out by
-# emulation inside a window of at least this size
-MIN_SCREEN = (800, 600)
 XVFB_TIMEOUT = 15.0
 INSTALL_HINT = "install it with 'apt-get install chromium' or set CHROMIUM_PATH"
 XVFB_HINT = "install it with 'apt-get install xvfb' or use CAPTURE=screencast"
@@ -83,7 +78,8 @@ class Launched:
     display: str
     debugging_port: int
     ws_url: str
-    screen: tuple[int, int]
+    window: tuple[int, int]  # x11: the kiosk window; screencast: the headless window
+    largest: tuple[int, int]  # x11: the largest window the screen can grow to
 
     def stop(self) -> None:
         for proc in (self.browser, self.xvfb):
@@ -207,14 +203,21 @@ async def _devtools(profile_dir: str, proc: subprocess.Popen, timeout: float,
 async def launch(settings: Settings, profile_dir: str, port: int, mode: str,
                  size: tuple[int, int], env: dict[str, str]) -> Launched:
     """Starts Xvfb (x11 only) and Chromium; raises BrowserStartError with a clear cause."""
-    xvfb, display, screen = None, "", size
+    xvfb, display, window, largest = None, "", size, size
     if mode == "x11":
-        screen = (max(size[0], settings.screen_width, MIN_SCREEN[0]),
-                  max(size[1], settings.screen_height, MIN_SCREEN[1]))
-        xvfb, display = await asyncio.to_thread(start_xvfb, *screen, profile_dir)
+        window = window_for(size)
+        largest = (max(window[0], settings.screen_width), max(window[1], settings.screen_height))
+        xvfb, display = await asyncio.to_thread(start_xvfb, *screen_for(largest), profile_dir)
+        if window != largest:
+            try:
+                set_screen_size(display, *screen_for(window))  # a few ms, local
+            except RuntimeError as exc:
+                xvfb.kill()
+                xvfb.wait()
+                raise BrowserStartError(f"Xvfb's screen could not be resized: {exc}") from exc
     try:
-        # in x11 the window fills the screen (kiosk); pages smaller than it are emulated
-        cmd = chromium_command(settings, profile_dir, port, mode, screen)
+        # in x11 the kiosk window fills the screen but for a one-pixel margin
+        cmd = chromium_command(settings, profile_dir, port, mode, window)
         env = {**os.environ, **env}
         env.pop("DISPLAY", None)
         if display:
@@ -236,7 +239,7 @@ async def launch(settings: Settings, profile_dir: str, port: int, mode: str,
         raise
     logger.info("chromium %d started (%s%s), devtools on %d", browser.pid, mode,
                 f" on {display}" if display else "", debugging_port)
-    return Launched(browser, xvfb, display, debugging_port, ws_url, screen)
+    return Launched(browser, xvfb, display, debugging_port, ws_url, window, largest)
 
 
 # ---- pages --------------------------------------------------------------------------------

@@ -29,11 +29,12 @@ from ..shm.framebuffer import ChildFrameBuffers
 from ..tasks import spawn
 from . import protocol as p
 from .audio import AudioSink
-from . import capture
+from . import xlib
 from .capture import CAPTURES, FrameOut
 from .cdp import CDPClosed, CDPConnection, CDPError, CDPTimeout
 from .channel import Channel, ChannelClosed
 from .chromium import Launched, NavigationFailed, Page, PageGone, ScriptError, launch
+from .screen import Screen, window_for
 
 logger = logging.getLogger("lkpool.proc")
 
@@ -97,6 +98,7 @@ class Child:
         self.spare_target: str | None = None  # the tab no page uses (first tab, last closed)
         self.first_page: int | None = None
         self.launched: Launched | None = None
+        self.screen: Screen | None = None  # x11 only
         self.cdp: CDPConnection | None = None
         self.audio: AudioSink | None = None
         self.exit_code = 0
@@ -131,9 +133,12 @@ class Child:
         else:
             logger.info("audio off (AUDIO=false)")
         env = self.audio.env if self.audio else {}
-        capture.ON_X_SERVER_LOST.append(self._emergency_cleanup)
+        xlib.ON_X_SERVER_LOST.append(self._emergency_cleanup)
         self.launched = await launch(self.settings, self.profile_dir, self.port, self.mode,
                                      size, env)
+        if self.launched.display:
+            self.screen = Screen(self.launched.display, self.launched.largest,
+                                 self.launched.window)
         self.cdp = await CDPConnection.connect(self.launched.ws_url)
         self.cdp.on("disconnected", lambda reason: self.crashed(f"devtools closed: {reason}"))
         self.cdp.on("Target.targetDestroyed", lambda prm, _s: self._target_gone(
@@ -174,7 +179,9 @@ class Child:
         try:
             page = await Page.attach(self.cdp, m.page_id, target,
                                      lambda kind, value: self._page_event(m.page_id, kind, value))
-            await page.set_size(m.width, m.height, self.launched.screen if native else None)
+            if native:
+                await self.screen.fit(self.cdp, target, (m.width, m.height))
+            await page.set_size(m.width, m.height, self._native_size(native))
             out = FrameOut(m.page_id, buffers, m.shm_names, self._send)
             capture = self._capture(native, out, m.framerate, page)
         except BaseException:
@@ -231,23 +238,36 @@ class Child:
         native = state.on_screen and self._fits(m.width, m.height)
         buffers = ChildFrameBuffers(m.shm_names, m.width, m.height, generation=m.generation)
         old = state.out.buffers
-        await state.page.set_size(m.width, m.height, self.launched.screen if native else None)
-        state.out = FrameOut(m.page_id, buffers, m.shm_names, self._send)
-        if native is state.native:
-            state.capture.switch(state.out)
-        else:  # the page outgrew the x11 screen, or fits it again: change its frame source
+        moving = native and window_for((m.width, m.height)) != self.screen.window
+        out = FrameOut(m.page_id, buffers, m.shm_names, self._send)
+        if moving or native is not state.native:
+            # a new frame source: the page outgrew the screen or fits it again, or the
+            # window moves, which nobody should see mid-way
             await state.capture.aclose()
-            state.capture = self._capture(native, state.out, state.framerate, state.page)
-            state.native = native
+            try:
+                if moving:
+                    await self.screen.fit(self.cdp, state.page.target_id, (m.width, m.height))
+                await state.page.set_size(m.width, m.height, self._native_size(native))
+            finally:
+                state.out, state.native = out, native
+                state.capture = self._capture(native, out, state.framerate, state.page)
+        else:
+            await state.page.set_size(m.width, m.height, self._native_size(native))
+            state.out = out
+            state.capture.switch(out)
         old.close()
 
+    def _native_size(self, native: bool) -> tuple[int, int] | None:
+        return self.screen.window if native and self.screen is not None else None
+
     def _fits(self, width: int, height: int) -> bool:
-        """Xvfb's screen cannot grow: a page larger than it is captured by screencast."""
-        assert self.launched is not None
-        fits = width <= self.launched.screen[0] and height <= self.launched.screen[1]
+        """Xvfb's screen grows only up to the size it started with: a page larger than that
+        is captured by screencast."""
+        assert self.screen is not None
+        fits = self.screen.fits((width, height))
         if not fits:
-            logger.info("%dx%d is larger than the x11 screen %dx%d: screencast capture",
-                        width, height, *self.launched.screen)
+            logger.info("%dx%d is larger than the x11 screen can grow (%dx%d): screencast "
+                        "capture", width, height, *self.screen.largest)
         return fits
 
     def _capture(self, native: bool, out: FrameOut, framerate: int, page: Page) -> Any:

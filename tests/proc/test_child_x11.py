@@ -141,6 +141,15 @@ async def test_resize_gives_frames_of_the_new_size(x11, site):
     assert frame.shape == (300, 400, 4)
     res = await x11.request(p.Evaluate, PAGE, "[innerWidth, innerHeight]")
     assert json.loads(res.value) == [400, 300]
+    # beyond the start-up screen but within SCREEN_WIDTH x SCREEN_HEIGHT: the X screen and
+    # the kiosk window grow to the page (a pixel of margin), which is laid out natively
+    res = await x11.resize(PAGE, 1600, 900)
+    assert not res.error, res.error
+    frame = await x11.frame_where(PAGE, lambda f: f.shape == (900, 1600, 4)
+                                  and close_to(color_of(f), (255, 0, 0)))
+    assert close_to(tuple(frame[895, 1595, 2::-1]), (255, 0, 0))  # BGRA: the far corner
+    res = await x11.request(p.Evaluate, PAGE, "[outerWidth, outerHeight, screen.width]")
+    assert json.loads(res.value) == [1600, 900, 1601]
     res = await x11.resize(PAGE, 3000, 2000)
     assert not res.error, res.error
     frame = await x11.frame_where(PAGE, lambda f: f.shape == (2000, 3000, 4)
