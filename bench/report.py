@@ -54,7 +54,7 @@ CLI_BENCHES = [
      ["--warm-runs", "6", "--cold-runs", "3", "--rtt", "300", "--messages", "2000",
       "--jobs", "12"]),
     ("Stream: frames WebSocket per viewer vs paint rate, input round trip", "bench.stream",
-     ["--seconds", "4"]),
+     ["--seconds", "5"]),
 ]
 QUICK_ARGS = {"bench.frames": ["--seconds", "2", "--modes", "x11"],
               "bench.pool": ["--warm-runs", "3", "--cold-runs", "2", "--rtt", "100",
