@@ -33,7 +33,8 @@ from . import xlib
 from .capture import CAPTURES, FrameOut
 from .cdp import CDPClosed, CDPConnection, CDPError, CDPTimeout
 from .channel import Channel, ChannelClosed
-from .chromium import Launched, NavigationFailed, Page, PageGone, ScriptError, launch
+from .chromium import Launched, launch
+from .tab import NavigationFailed, Page, PageGone, ScriptError
 from .screen import Screen, window_for
 
 logger = logging.getLogger("lkpool.proc")
