@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import logging
+from functools import cache
 
 from . import xlib
 
@@ -62,6 +63,7 @@ class XRRScreenResources(ctypes.Structure):
                 ("nmode", ctypes.c_int), ("modes", ctypes.POINTER(XRRModeInfo))]
 
 
+@cache
 def _xrandr() -> ctypes.CDLL:
     lib = xlib.load("Xrandr", "libXrandr.so.2")
     res = ctypes.POINTER(XRRScreenResources)
