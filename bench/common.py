@@ -118,10 +118,10 @@ def tree_pids(pid: int) -> list[int]:
 
 @contextlib.contextmanager
 def deployed_main() -> Iterator[None]:
-    """Children spawned inside start as under `lkpool serve`. The spawn start method imports
-    the parent's main module in every child unless it is a package's `__main__` (as
-    `python -m lkpool` is); a bench's main module (and all it imports) would otherwise
-    weigh on each instance's child and skew memory figures."""
+    """Children started inside start as under `lkpool serve`. multiprocessing imports the
+    parent's main module in every child (forkserver and spawn alike) unless it is a
+    package's `__main__` (as `python -m lkpool` is); a bench's main module (and all it
+    imports) would otherwise weigh on each instance's child and skew memory figures."""
     real = sys.modules["__main__"]
     sys.modules["__main__"] = types.ModuleType("__main__")
     try:

@@ -3,14 +3,15 @@ headless Chromium with the same flags.
 
     python -m bench.density [--counts 1,4,8] [--settle 4]
 
-PSS (proportional set size, from /proc/<pid>/smaps_rollup) splits each shared page among
-the processes that map it, so summing it over an instance's processes (child, Chromium and
-its helpers, Xvfb, parec: one process group) counts every page once across the machine.
-Instances run with the default settings (x11 capture, audio on, 1280x720 at 30 fps on an
-X screen that can grow to 1920x1080) on about:blank, as the pool keeps them warm, and once more with the
-screen fitted to the page (SCREEN_WIDTH=SCREEN_HEIGHT=0) at the largest count. The
-baseline is Chromium alone: the same binary and flags, headless, no child, no X server, no
-audio, no capture, started beside the warm instances of each count, so that it shares the
+PSS (proportional set size, from /proc/<pid>/smaps_rollup) splits each shared page among the
+processes that map it, so summing it over an instance's processes (child, Chromium and its
+helpers, Xvfb, parec: one process group) counts every page once across the machine; the
+forkserver the children are forked from is shared by all and counted in equal parts.
+Instances run with the default settings (x11 capture, audio on, 1280x720 at 30 fps on an X
+screen that can grow to 1920x1080) on about:blank, as the pool keeps them warm, and once
+more with the screen fitted to the page (SCREEN_WIDTH=SCREEN_HEIGHT=0) at the largest count.
+The baseline is Chromium alone: the same binary and flags, headless, no child, no X server,
+no audio, no capture, started beside the warm instances of each count, so that it shares the
 binary's pages with as many browsers as they do (PSS alone on an empty machine would
 charge it every page of the binary).
 """
@@ -65,6 +66,11 @@ async def measure_pool(settings: Settings, count: int, settle: float
                 for pid in group_pids(ctx.pid):
                     totals[_role(pid, ctx.browser_pid, ctx.pid)] += pss_kb(pid) / 1024
             n = len(pool.slots())
+            # the forkserver that forks every child exists for the instances: its share too
+            from multiprocessing import forkserver
+            server_pid = getattr(forkserver._forkserver, "_forkserver_pid", None)
+            if server_pid:
+                totals["forkserver"] += pss_kb(server_pid) / 1024
     return {role: mb / n for role, mb in totals.items()}, bare
 
 

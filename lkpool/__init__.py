@@ -1,8 +1,8 @@
 """lkpool: a pool of off-screen Chromium browsers that renders pages into native video frames.
 
-The public names load on first use: each spawned child imports `lkpool.proc.main`, and going
-through this package must not pull livekit's native library, the pool or the server into it
-(about 25 MB of every instance's memory).
+The public names load on first use: each child (and the forkserver they are forked from)
+imports `lkpool.proc.main`, and going through this package must not pull livekit's native
+library, the pool or the server into it (about 25 MB of every instance's memory).
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """Settings: every knob of lkpool in one frozen dataclass.
 
-The same object goes to the server, the pool and each spawned child (it pickles). Values come
-from keyword arguments, from the environment (`Settings.from_env`) or from CLI flags generated
-from the same field table (`lkpool serve --help`). A bad value raises `ConfigError` naming the
-variable and what it accepts; the constructor has no other side effect.
+The same object goes to the server, the pool and each instance's child (it pickles).
+Values come from keyword arguments, from the environment (`Settings.from_env`) or from CLI
+flags generated from the same field table (`lkpool serve --help`). A bad value raises
+`ConfigError` naming the variable and what it accepts; the constructor has no other side
+effect.
 """
 
 from __future__ import annotations

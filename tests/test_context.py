@@ -246,3 +246,27 @@ async def test_page_larger_than_the_x11_screen(tmp_path, site) -> None:
                 await page.evaluate(f"document.body.style.background = '{css}'")
             got = await _pixel_at(page, size[0] - 60, size[1] - 40, bgra, size)
             assert got and all(abs(a - b) <= 3 for a, b in zip(got, bgra)), (size, got)
+
+
+async def test_instances_outlive_the_forkserver(tmp_path) -> None:
+    """Children are forked by multiprocessing's forkserver and watch the context's process,
+    not their parent: killing the forkserver ends no instance, and the next one gets a new
+    forkserver."""
+    from multiprocessing import forkserver
+
+    import psutil
+
+    from lkpool.proc.main import WATCHDOG_PERIOD
+
+    settings = Settings(chromium_profile_base_dir=str(tmp_path / "profiles"), audio=False,
+                        capture="screencast")
+    async with BrowserContext(dev_mode=False, settings=settings) as ctx:
+        server = forkserver._forkserver._forkserver_pid
+        assert server and psutil.Process(ctx.pid).ppid() == server
+        os.kill(server, signal.SIGKILL)
+        await asyncio.sleep(4 * WATCHDOG_PERIOD)
+        assert ctx.alive
+        await ctx.ping()
+        async with BrowserContext(dev_mode=False, settings=settings) as other:
+            await other.ping()
+            assert forkserver._forkserver._forkserver_pid not in (None, server)

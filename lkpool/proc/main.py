@@ -2,7 +2,7 @@
 
 `run` is the spawn target. The child puts itself in its own process group first, so that
 Chromium, its helpers, Xvfb and parec are all in it and one sweep ends them whatever way
-the child leaves: parent gone (duplex EOF or a new ppid), browser crashed, SIGTERM,
+the child leaves: parent gone (duplex EOF, or the parent's pidfd), browser crashed, SIGTERM,
 Shutdown. Commands are dispatched through `Child.handlers` (message type -> coroutine);
 each runs as its own task so a slow navigation does not hold up input, and CDP keeps the
 order in which they were sent.
@@ -15,6 +15,7 @@ import json
 import urllib.parse
 import logging
 import os
+import select
 import shutil
 import signal
 import socket
@@ -89,8 +90,9 @@ def _check_size(width: int, height: int, framerate: int | None = None) -> None:
 
 class Child:
     def __init__(self, channel: Channel, settings: Settings, profile_dir: str,
-                 port: int) -> None:
+                 port: int, parent_pid: int) -> None:
         self.channel = channel
+        self.parent_pid = parent_pid
         self.settings = settings
         self.profile_dir = profile_dir
         self.port = port
@@ -403,27 +405,41 @@ class Child:
             self.stopping.set()
 
     async def watchdog(self) -> None:
-        """Parent replaced (ppid changed) or browser/Xvfb/parec exited -> stop."""
-        ppid = os.getppid()
-        while True:
-            await asyncio.sleep(WATCHDOG_PERIOD)
-            if os.getppid() != ppid:
-                logger.warning("parent %d is gone", ppid)
-                self.parent_gone = True
-                self.stopping.set()
-                return
-            launched = self.launched
-            if launched is None:
-                continue
-            if launched.browser.poll() is not None:
-                self.crashed(f"chromium exited with code {launched.browser.returncode}")
-                return
-            if launched.xvfb is not None and launched.xvfb.poll() is not None:
-                self.crashed(f"Xvfb exited with code {launched.xvfb.returncode}")
-                return
-            if self.audio is not None and (code := self.audio.reader_exit_code) is not None:
-                self.crashed(f"the audio reader (parec) exited with code {code}")
-                return
+        """Parent gone or browser/Xvfb/parec exited -> stop. The parent is watched through a
+        pidfd (no pid reuse), not our ppid: a forkserver's child has the forkserver for a
+        parent, and losing that one must not end the instance."""
+        try:
+            parent = os.pidfd_open(self.parent_pid)
+        except ProcessLookupError:
+            parent = -1
+        try:
+            while True:
+                if parent < 0 or select.select([parent], [], [], 0)[0]:
+                    logger.warning("parent %d is gone", self.parent_pid)
+                    self.parent_gone = True
+                    self.stopping.set()
+                    return
+                await asyncio.sleep(WATCHDOG_PERIOD)
+                if self._children_exited():
+                    return
+        finally:
+            if parent >= 0:
+                os.close(parent)
+
+    def _children_exited(self) -> bool:
+        """Reports (as a crash) the first of Chromium, Xvfb and parec found gone."""
+        launched = self.launched
+        if launched is None:
+            return False
+        if launched.browser.poll() is not None:
+            self.crashed(f"chromium exited with code {launched.browser.returncode}")
+        elif launched.xvfb is not None and launched.xvfb.poll() is not None:
+            self.crashed(f"Xvfb exited with code {launched.xvfb.returncode}")
+        elif self.audio is not None and (code := self.audio.reader_exit_code) is not None:
+            self.crashed(f"the audio reader (parec) exited with code {code}")
+        else:
+            return False
+        return True
 
     async def serve(self) -> int:
         loop = asyncio.get_running_loop()
@@ -517,14 +533,18 @@ def _setup_logging(settings: Settings) -> None:
 
 
 def run(sock: socket.socket, settings: Settings, profile_dir: str,
-        remote_debugging_port: int) -> None:
-    """Spawn target: serves one instance until Shutdown, parent loss, crash or SIGTERM."""
+        remote_debugging_port: int, parent_pid: int | None = None) -> None:
+    """Process target: serves one instance until Shutdown, parent loss, crash or SIGTERM.
+    `parent_pid` is the process that holds the duplex's other end; by default our parent,
+    which a forkserver's child must be told is someone else."""
     os.setpgid(0, 0)
     _setup_logging(settings)
+    owner = parent_pid if parent_pid is not None else os.getppid()
 
     async def main() -> int:
         channel = await Channel.open(sock)
-        return await Child(channel, settings, profile_dir, remote_debugging_port).serve()
+        return await Child(channel, settings, profile_dir, remote_debugging_port,
+                           owner).serve()
 
     try:
         code = asyncio.run(main())

@@ -5,16 +5,17 @@ pytest makes itself a child subreaper, so anything our children orphan (Chromium
 Xvfb, a daemonised reader) is re-parented to it and shows up among its descendants: the check
 sees exactly our processes, even when other suites run on the same machine.
 
-File descriptors are compared by (number, target) with the snapshot taken before the test, so
-a socket closed and another opened under the same number still counts. Some are not a test's
-to close: multiprocessing's resource tracker pipe (opened by the first spawn, kept for the
-life of the process), the self-pipe of an event loop still open (pytest-asyncio opens a
-module-scoped loop inside the module's first test and closes it after the last), connections
-accepted by a server that was already listening before the test (a module-scoped page server
-that a module-scoped browser keeps talking to), and `anon_inode:` handles (epoll, eventfd,
-timerfd) that native runtimes such as livekit's FFI open once and keep. livekit's FFI also
-opens a Unix socketpair when it starts (once per process, kept): in the test where it
-starts, new Unix sockets are not counted. Sockets, pipes and files all count otherwise.
+File descriptors are compared by (number, target) with the snapshot taken before the test,
+so a socket closed and another opened under the same number still counts. Some are not a
+test's to close: multiprocessing's resource tracker pipe and its forkserver's "parent alive"
+pipe (opened by the first child, kept for the life of the process), the self-pipe of an
+event loop still open (pytest-asyncio opens a module-scoped loop inside the module's first
+test and closes it after the last), connections accepted by a server that was already
+listening before the test (a module-scoped page server that a module-scoped browser keeps
+talking to), and `anon_inode:` handles (epoll, eventfd, timerfd) that native runtimes such
+as livekit's FFI open once and keep. livekit's FFI also opens a Unix socketpair when it
+starts (once per process, kept): in the test where it starts, new Unix sockets are not
+counted. Sockets, pipes and files all count otherwise.
 
 A null sink is a module of the shared PulseAudio daemon named `lkpool_<pid>_<n>` after the
 child that loaded it: one that appeared during the test and whose child is ours or dead is a
@@ -61,8 +62,9 @@ def _exempt(proc: psutil.Process) -> bool:
         cmd = " ".join(proc.cmdline())
     except psutil.Error:
         return True
-    # multiprocessing's resource tracker lives as long as the test process, by design
-    return "resource_tracker" in cmd
+    # multiprocessing's resource tracker and the forkserver that forks every instance's child
+    # live as long as the test process, by design
+    return "resource_tracker" in cmd or "multiprocessing.forkserver" in cmd
 
 
 def descendants() -> dict[int, psutil.Process]:
@@ -121,6 +123,10 @@ def _long_lived_fds() -> set[int]:
     try:
         from multiprocessing import resource_tracker
         fd = getattr(resource_tracker._resource_tracker, "_fd", None)
+        if fd is not None:
+            keep.add(fd)
+        from multiprocessing import forkserver  # its "parent alive" pipe
+        fd = getattr(forkserver._forkserver, "_forkserver_alive_fd", None)
         if fd is not None:
             keep.add(fd)
     except Exception:
