@@ -1,6 +1,6 @@
 """The child process of one instance: one browser, served over the duplex.
 
-`run` is the spawn target. The child puts itself in its own process group first, so that
+`run` is the process target. The child puts itself in its own process group first, so that
 Chromium, its helpers, Xvfb and parec are all in it and one sweep ends them whatever way
 the child leaves: parent gone (duplex EOF, or the parent's pidfd), browser crashed, SIGTERM,
 Shutdown. Commands are dispatched through `Child.handlers` (message type -> coroutine);
@@ -35,8 +35,8 @@ from .capture import CAPTURES, FrameOut
 from .cdp import CDPClosed, CDPConnection, CDPError, CDPTimeout
 from .channel import Channel, ChannelClosed
 from .chromium import Launched, launch
-from .tab import NavigationFailed, Page, PageGone, ScriptError
 from .screen import Screen, window_for
+from .tab import NavigationFailed, Page, PageGone, ScriptError
 
 logger = logging.getLogger("lkpool.proc")
 
