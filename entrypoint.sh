@@ -20,6 +20,13 @@ purge_leftovers() {
   mkdir -p -- "$profile_base"
   local n
   n=$(find "$profile_base" -mindepth 1 -maxdepth 1 -name 'lkpool-*' | wc -l)
+  # with each one, the folder of Chromium's singleton socket that it links to in /tmp
+  local link folder
+  for link in "$profile_base"/lkpool-*/SingletonSocket; do
+    [ -L "$link" ] || continue
+    folder=$(dirname -- "$(readlink -- "$link")")
+    case $folder in /*/org.chromium.Chromium.*) [ -L "$folder" ] || rm -rf -- "$folder" ;; esac
+  done
   find "$profile_base" -mindepth 1 -maxdepth 1 -name 'lkpool-*' -exec rm -rf -- {} +
   find "$profile_base" -maxdepth 3 -name 'Singleton*' -delete 2>/dev/null || true
   # frame buffers (lkpool_<pid>_...) whose creator is gone; live ones are left alone, so

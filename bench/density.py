@@ -29,6 +29,7 @@ from collections import defaultdict
 import psutil
 
 from bench.common import Row, deployed_main, group_pids, pss_kb, table, tree_pids
+from lkpool import profiles
 from lkpool.config import Settings
 from lkpool.pool import Pool
 from lkpool.proc.chromium import launch
@@ -90,7 +91,7 @@ async def measure_bare(settings: Settings, settle: float) -> float:
         for pid in pids:  # its helpers only: the pool's browsers are our descendants too
             with contextlib.suppress(psutil.Error):
                 psutil.Process(pid).kill()
-        shutil.rmtree(profile, ignore_errors=True)
+        profiles.remove(profile)  # with Chromium's singleton folder in /tmp
 
 
 async def run(counts: tuple[int, ...] = (1, 4, 8), settle: float = 4.0) -> list[Row]:

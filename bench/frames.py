@@ -25,7 +25,7 @@ import time
 import psutil
 
 from bench.common import CpuMeter
-from lkpool import BrowserContext
+from lkpool import BrowserContext, profiles
 from lkpool.config import Settings
 from lkpool.proc.cdp import CDPConnection
 from lkpool.proc.chromium import launch
@@ -115,7 +115,7 @@ async def measure_reference(settings: Settings, mode: str, url: str, size: tuple
         for proc in tree(os.getpid())[1:]:
             if proc.name() in ("chromium", "Xvfb"):
                 proc.kill()
-        shutil.rmtree(profile, ignore_errors=True)
+        profiles.remove(profile)  # with Chromium's singleton folder in /tmp
 
 
 def fmt_row(label: str, r: dict, ref: dict | None) -> str:

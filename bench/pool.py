@@ -36,6 +36,7 @@ from typing import Any
 import aiohttp
 from playwright.async_api import async_playwright
 
+from lkpool import profiles as profile_folders
 from lkpool.client import APIClient
 from lkpool.config import Settings
 from lkpool.proc.chromium import BASE_FLAGS
@@ -188,7 +189,7 @@ async def cold_launch(chromium: str, http: aiohttp.ClientSession) -> float:
     finally:
         proc.kill()
         await proc.wait()
-        shutil.rmtree(profile, ignore_errors=True)
+        profile_folders.remove(profile)  # with Chromium's singleton folder in /tmp
 
 
 async def cold_start(settings: Settings, http: aiohttp.ClientSession, runs: int) -> list[float]:

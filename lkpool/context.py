@@ -25,15 +25,14 @@ import itertools
 import logging
 import multiprocessing
 import os
-import shutil
 import signal
 import socket
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal
 
 
+from . import profiles
 from .config import Settings
 from .errors import (BY_CODE, BrowserStartError, ClosedError, InstanceCrashed,
                      InvalidArgument, LkpoolError, RequestTimeout)
@@ -48,7 +47,6 @@ __all__ = ["AudioData", "BrowserContext", "BrowserPage", "PaintData", "check_fra
 
 logger = logging.getLogger(__name__)
 
-PROFILE_PREFIX = "lkpool-"
 _instance_ids = itertools.count(1)
 
 ContextEvent = Literal["closed"]
@@ -175,9 +173,7 @@ class BrowserContext(EventEmitter[ContextEvent]):
             raise BrowserStartError(
                 f"Chromium not found at {settings.chromium_path}: install it "
                 "(apt-get install -y chromium) or set CHROMIUM_PATH")
-        os.makedirs(settings.chromium_profile_base_dir, exist_ok=True)
-        self.profile_dir = tempfile.mkdtemp(prefix=PROFILE_PREFIX,
-                                            dir=settings.chromium_profile_base_dir)
+        self.profile_dir = profiles.create(settings.chromium_profile_base_dir)
         parent_sock, child_sock = socket.socketpair()
         try:
             self._proc = _processes().Process(
@@ -265,7 +261,7 @@ class BrowserContext(EventEmitter[ContextEvent]):
             await _unload_sinks_of(self._child_pid)
         # 6. the profile folder
         if self.profile_dir:
-            await asyncio.to_thread(_remove_tree, self.profile_dir)
+            await asyncio.to_thread(profiles.remove, self.profile_dir)
         self._closed_event.set()
         self.emit("closed", reason)
 
@@ -449,14 +445,6 @@ def _group_alive(pgid: int) -> bool:
     except (ProcessLookupError, PermissionError):
         return False
     return True
-
-
-def _remove_tree(path: str) -> None:
-    for _ in range(3):
-        shutil.rmtree(path, ignore_errors=True)
-        if not os.path.exists(path):
-            return
-        time.sleep(0.2)  # a dying browser may still be writing into it
 
 
 async def _unload_sinks_of(pid: int) -> None:

@@ -37,7 +37,7 @@ from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, Literal
 
-from . import engines, recycle
+from . import engines, profiles, recycle
 from .config import MAX_FRAMERATE, MAX_HEIGHT, MAX_WIDTH, Settings
 from .errors import (BrowserStartError, EngineError, InstanceCrashed, InvalidArgument,
                      LkpoolError, PoolClosed, PoolExhausted, UnknownSession)
@@ -109,10 +109,8 @@ class Pool(EventEmitter[PoolEvent]):
         """Purges what a dead earlier run left, then starts the warm floor in the background."""
         if self._state != "new":
             raise PoolClosed(f"pool already {self._state}: create a new Pool")
-        from .context import PROFILE_PREFIX
-
-        removed = await asyncio.to_thread(
-            recycle.purge_leftovers, self.settings.chromium_profile_base_dir, PROFILE_PREFIX)
+        removed = await asyncio.to_thread(profiles.purge_leftovers,
+                                          self.settings.chromium_profile_base_dir)
         if removed:
             logger.info("purged %d profile folders left by an earlier run", len(removed))
         self._state = "open"

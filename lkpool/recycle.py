@@ -9,17 +9,13 @@ way to be sure nothing of one session reaches the next.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-import psutil
 
 from .config import Settings
 
@@ -111,31 +107,3 @@ def stats(*, count: int, created: float, last_used: float) -> dict[str, Any]:
     now = time.monotonic()
     return {"count": count, "age": now - created, "last_used": last_used,
             "new": count == 0}
-
-
-def purge_leftovers(base_dir: str, prefix: str) -> list[str]:
-    """Removes profile folders (named `prefix`...) that an earlier run left under `base_dir`
-    when it died, and Chromium's `Singleton*` lock files there. A folder that a running
-    process still names on its command line belongs to a live instance and is kept."""
-    base = Path(base_dir)
-    if not base.is_dir():
-        return []
-    in_use = _profiles_in_use()
-    removed = []
-    for entry in base.iterdir():
-        if entry.name.startswith("Singleton"):
-            entry.unlink(missing_ok=True)
-        elif (entry.name.startswith(prefix) and entry.is_dir() and not entry.is_symlink()
-              and str(entry) not in in_use):
-            shutil.rmtree(entry, ignore_errors=True)
-            removed.append(str(entry))
-    return removed
-
-
-def _profiles_in_use() -> set[str]:
-    found = set()
-    for proc in psutil.process_iter(["cmdline"]):
-        for arg in proc.info.get("cmdline") or ():
-            if arg.startswith("--user-data-dir="):
-                found.add(os.path.normpath(arg.split("=", 1)[1]))
-    return found

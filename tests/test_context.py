@@ -270,3 +270,29 @@ async def test_instances_outlive_the_forkserver(tmp_path) -> None:
         async with BrowserContext(dev_mode=False, settings=settings) as other:
             await other.ping()
             assert forkserver._forkserver._forkserver_pid not in (None, server)
+
+
+@pytest.mark.parametrize("end", ["close", "child killed"])
+async def test_the_end_removes_chromiums_singleton_folder(tmp_path, end) -> None:
+    """Chromium keeps its process-singleton socket in a folder of its own in /tmp, linked
+    from the profile; its browser is killed with the group, so lkpool removes the folder
+    with the profile, whether the context was closed or its child died."""
+    settings = Settings(chromium_profile_base_dir=str(tmp_path / "profiles"), audio=False,
+                        capture="screencast")
+    ctx = BrowserContext(dev_mode=False, settings=settings)
+    await ctx.initialize()
+    try:
+        link = os.readlink(os.path.join(ctx.profile_dir, "SingletonSocket"))
+        folder = os.path.dirname(link)
+        assert os.path.basename(folder).startswith("org.chromium.Chromium.")
+        assert os.path.isdir(folder)
+        if end == "child killed":
+            os.kill(ctx.pid, signal.SIGKILL)
+            for _ in range(100):
+                if not ctx.alive:
+                    break
+                await asyncio.sleep(0.1)
+    finally:
+        await ctx.aclose()
+    assert not os.path.exists(ctx.profile_dir)
+    assert not os.path.exists(folder)

@@ -56,10 +56,14 @@ def test_entrypoint_passes_bash_n_and_shellcheck():
 
 
 def test_entrypoint_purges_leftovers_then_execs_the_command(tmp_path):
-    """It removes lkpool's old profiles, Chromium's Singleton locks and the frame buffers of
-    dead processes, keeps everything else, then runs `serve` (here: its --help)."""
+    """It removes lkpool's old profiles with the singleton folders they link to, Chromium's
+    Singleton locks and the frame buffers of dead processes, keeps everything else, then
+    runs `serve` (here: its --help)."""
     profiles, shm = tmp_path / "profiles", tmp_path / "shm"
     (profiles / "lkpool-old" / "Default").mkdir(parents=True)
+    singleton = tmp_path / "org.chromium.Chromium.test"
+    singleton.mkdir()
+    (profiles / "lkpool-old" / "SingletonSocket").symlink_to(singleton / "SingletonSocket")
     (profiles / "keep-me").mkdir()
     (profiles / "SingletonLock").touch()
     shm.mkdir()
@@ -75,5 +79,6 @@ def test_entrypoint_purges_leftovers_then_execs_the_command(tmp_path):
     assert "--num-warm" in result.stdout  # it became `lkpool serve --host ... --help`
     assert "removed 1 leftover profile folder" in result.stderr
     assert sorted(p.name for p in profiles.iterdir()) == ["keep-me"]
+    assert not singleton.exists()
     assert sorted(p.name for p in shm.iterdir()) == [f"lkpool_{os.getpid()}_0"]
     shutil.rmtree(profiles)  # the shared leak check looks in tmp_path/profiles

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -116,11 +118,14 @@ async def test_failed_starts_make_the_pool_degraded(small, profile_dir) -> None:
 
 
 async def test_start_purges_leftovers_and_close_during_starts_leaves_nothing(small, profile_dir) -> None:
-    """Start-up removes profile folders a dead run left (only lkpool's) and Singleton locks;
-    closing while instances are still starting leaves nothing behind."""
+    """Start-up removes profile folders a dead run left (only lkpool's), the singleton folders
+    they link to, and Singleton locks; closing while instances are still starting leaves
+    nothing behind."""
     stale = profile_dir / "lkpool-deadbeef"
     (stale / "Default").mkdir(parents=True)
     (stale / "SingletonLock").symlink_to("otherhost-999999")
+    singleton = Path(tempfile.mkdtemp(prefix="org.chromium.Chromium."))
+    (stale / "SingletonSocket").symlink_to(singleton / "SingletonSocket")
     (profile_dir / "SingletonLock").symlink_to("otherhost-999999")
     foreign = profile_dir / "not-ours"
     foreign.mkdir()
@@ -128,6 +133,7 @@ async def test_start_purges_leftovers_and_close_during_starts_leaves_nothing(sma
     await pool.start()
     try:
         assert not stale.exists() and not (profile_dir / "SingletonLock").is_symlink()
+        assert not singleton.exists()
         assert foreign.exists()
         assert pool.counts()["instances"]["starting"] == 2
     finally:

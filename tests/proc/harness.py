@@ -9,13 +9,13 @@ import asyncio
 import itertools
 import multiprocessing
 import os
-import shutil
 import socket
 import tempfile
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from lkpool import profiles
 from lkpool.config import Settings
 from lkpool.proc import protocol as p
 from lkpool.proc.channel import Channel, ChannelClosed
@@ -213,7 +213,7 @@ class ChildHarness:
         for pf in self.frames.values():
             pf.buffers.close()
         self.frames.clear()
-        shutil.rmtree(self.profile_dir, ignore_errors=True)
+        profiles.remove(self.profile_dir)  # and Chromium's singleton folder in /tmp
 
 
 def color_of(frame: np.ndarray) -> tuple[int, int, int]:
