@@ -263,6 +263,7 @@ async def test_instances_outlive_the_forkserver(tmp_path) -> None:
     async with BrowserContext(dev_mode=False, settings=settings) as ctx:
         server = forkserver._forkserver._forkserver_pid
         assert server and psutil.Process(ctx.pid).ppid() == server
+        assert psutil.Process(ctx.pid).name() == "lkpool-child"  # as ps and top show it
         os.kill(server, signal.SIGKILL)
         await asyncio.sleep(4 * WATCHDOG_PERIOD)
         assert ctx.alive

@@ -41,6 +41,9 @@ BASE_FLAGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--no-default-browser-check", "--disable-default-apps", "--disable-extensions",
     "--disable-breakpad", "--password-store=basic", "--disable-client-side-phishing-detection",
+    # Debian's build still starts two crashpad handlers per browser (3 MB, outside our process
+    # group) to write reports nobody reads
+    "--disable-crashpad-for-testing",
     "--autoplay-policy=no-user-gesture-required",
     # frames must keep coming whatever Chromium thinks about window visibility
     "--disable-renderer-backgrounding", "--disable-backgrounding-occluded-windows",

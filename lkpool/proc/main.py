@@ -11,6 +11,8 @@ order in which they were sent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import json
 import urllib.parse
 import logging
@@ -41,6 +43,7 @@ from .tab import NavigationFailed, Page, PageGone, ScriptError
 logger = logging.getLogger("lkpool.proc")
 
 WATCHDOG_PERIOD = 0.5
+PROCESS_NAME = b"lkpool-child"
 VERSION = "lkpool-chromium/1"
 
 # exception raised by a handler -> Result.code (first match wins; order = most specific first)
@@ -532,12 +535,19 @@ def _setup_logging(settings: Settings) -> None:
         format=f"%(asctime)s child[{os.getpid()}] %(name)s %(levelname)s %(message)s")
 
 
+def _name_process() -> None:
+    """What ps and top show for us: a forkserver's children all carry its command line."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None).prctl(15, PROCESS_NAME, 0, 0, 0)  # PR_SET_NAME
+
+
 def run(sock: socket.socket, settings: Settings, profile_dir: str,
         remote_debugging_port: int, parent_pid: int | None = None) -> None:
     """Process target: serves one instance until Shutdown, parent loss, crash or SIGTERM.
     `parent_pid` is the process that holds the duplex's other end; by default our parent,
     which a forkserver's child must be told is someone else."""
     os.setpgid(0, 0)
+    _name_process()
     _setup_logging(settings)
     owner = parent_pid if parent_pid is not None else os.getppid()
 

@@ -63,8 +63,14 @@ def _exempt(proc: psutil.Process) -> bool:
     except psutil.Error:
         return True
     # multiprocessing's resource tracker and the forkserver that forks every instance's child
-    # live as long as the test process, by design
-    return "resource_tracker" in cmd or "multiprocessing.forkserver" in cmd
+    # live as long as the test process, by design (by pid: the children the forkserver forks
+    # carry its command line, and they are what this check is for)
+    return "resource_tracker" in cmd or proc.pid == _forkserver_pid()
+
+
+def _forkserver_pid() -> int | None:
+    from multiprocessing import forkserver
+    return getattr(forkserver._forkserver, "_forkserver_pid", None)
 
 
 def descendants() -> dict[int, psutil.Process]:
