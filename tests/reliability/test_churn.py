@@ -12,13 +12,17 @@ instance would be 300 Chromium starts, minutes on this machine).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
+import tempfile
+import time
 
 import psutil
 from yarl import URL
 
 from lkpool.pool import State
+from lkpool.profiles import SINGLETON_FOLDER_PREFIX
 from tests.reliability.conftest import CDP, page_ws_url
 from tests.server.conftest import run_server, wait_until
 from tests.support import leaks
@@ -80,11 +84,23 @@ def _fds(srv) -> set[int]:
     return set(leaks.open_fds()) - pooled
 
 
-def _name(pid: int) -> str:
+def _singleton_folder(profile: str) -> str | None:
     try:
-        return psutil.Process(pid).name()
-    except psutil.Error:
-        return ""
+        return os.path.dirname(os.readlink(os.path.join(profile, "SingletonSocket")))
+    except OSError:
+        return None
+
+
+def _singleton_folders(since: float) -> set[str]:
+    """Chromium's process-singleton folders in the temp dir made after `since`."""
+    base = tempfile.gettempdir()
+    found = set()
+    for name in os.listdir(base):
+        path = os.path.join(base, name)
+        with contextlib.suppress(OSError):
+            if name.startswith(SINGLETON_FOLDER_PREFIX) and os.stat(path).st_mtime >= since:
+                found.add(path)
+    return found
 
 
 def _pgid(pid: int) -> int:
@@ -96,7 +112,8 @@ def _pgid(pid: int) -> int:
 
 async def test_churn_leaves_only_the_warm_floor(small) -> None:
     """CHURN_CYCLES cycles (allocate, a CDP call through the proxy, release) by 3 workers:
-    afterwards only the warm floor's processes, shm and profiles exist, no fd beyond the
+    afterwards only the warm floor's processes, shm, profiles and Chromium singleton folders
+    exist, no fd beyond the
     floor's stays open, and the server's RSS grew by less than 10% after the warm-up."""
     floor = WORKERS  # and no more: fd and memory figures compare like with like
     settings = small.replace(num_warm=floor, max_instances=floor, max_reusable=REUSE,
@@ -116,6 +133,7 @@ async def test_churn_leaves_only_the_warm_floor(small) -> None:
         gc.collect()
         rss_before = psutil.Process().memory_info().rss
         fds_before = _fds(srv)
+        started = time.time()
 
         await asyncio.gather(*(worker() for _ in range(WORKERS)))
 
@@ -129,16 +147,19 @@ async def test_churn_leaves_only_the_warm_floor(small) -> None:
         ours = set(leaks.descendants()) - {p.pid for p in leaks.descendants().values()
                                            if leaks._exempt(p)}
         extra = ours - _instance_pids(srv) - {s.context.pid for s in srv.pool.slots()}
-        # Chromium's crash handlers leave the instance's process group (two per browser); they
-        # end with their browser, so only as many as the floor's browsers may be left
-        crashpad = {pid for pid in extra if _name(pid) == "chrome_crashpad_handler"}
-        assert not extra - crashpad, _describe(extra - crashpad)
-        assert len(crashpad) <= 2 * idle, _describe(crashpad)
+        assert not extra, _describe(extra)  # crash handlers included: we start none
         assert len([s for s in srv.pool.slots() if s.state is State.IDLE]) == idle
         owned_shm = leaks._owned_shm(leaks.shm_names(), set())
         assert len(owned_shm) == 2 * idle, owned_shm  # two frame buffers per warm page
         profiles = os.listdir(settings.chromium_profile_base_dir)
         assert len(profiles) == idle, profiles
+        # each killed browser's singleton folder in /tmp went with its profile: what is new
+        # there since the churn began is the floor's (made after the start, so another
+        # suite's older folders do not count)
+        linked = {_singleton_folder(os.path.join(settings.chromium_profile_base_dir, name))
+                  for name in profiles}
+        left = _singleton_folders(since=started) - linked
+        assert not left, sorted(left)
         assert len(fds_after) <= len(fds_before), {
             fd: target for fd, target in leaks.open_fds().items() if fd in fds_after - fds_before}
         assert rss_after < rss_before * 1.10, (rss_before, rss_after)
