@@ -113,8 +113,8 @@ def _pgid(pid: int) -> int:
 async def test_churn_leaves_only_the_warm_floor(small) -> None:
     """CHURN_CYCLES cycles (allocate, a CDP call through the proxy, release) by 3 workers:
     afterwards only the warm floor's processes, shm, profiles and Chromium singleton folders
-    exist, no fd beyond the
-    floor's stays open, and the server's RSS grew by less than 10% after the warm-up."""
+    exist, no fd beyond the floor's stays open, and the server's RSS grew by less than 10%
+    after the warm-up."""
     floor = WORKERS  # and no more: fd and memory figures compare like with like
     settings = small.replace(num_warm=floor, max_instances=floor, max_reusable=REUSE,
                              acquire_timeout=60.0)
