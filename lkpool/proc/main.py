@@ -5,7 +5,7 @@ Chromium, its helpers, Xvfb and parec are all in it and one sweep ends them what
 the child leaves: parent gone (duplex EOF, or the parent's pidfd), browser crashed, SIGTERM,
 Shutdown. Commands are dispatched through `Child.handlers` (message type -> coroutine);
 each runs as its own task so a slow navigation does not hold up input, and CDP keeps the
-order in which they were sent.
+order in which they were sent. The pages themselves are `pages.Pages`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import ctypes
 import json
-import urllib.parse
 import logging
 import os
 import select
@@ -23,21 +22,20 @@ import signal
 import socket
 import sys
 import time
-from dataclasses import dataclass
+import urllib.parse
 from typing import Any
 
-from ..config import MAX_FRAMERATE, Settings
+from ..config import Settings
 from ..errors import BrowserStartError
-from ..shm.framebuffer import ChildFrameBuffers
 from ..tasks import spawn
 from . import protocol as p
-from .audio import AudioSink
 from . import xlib
-from .capture import CAPTURES, FrameOut
+from .audio import AudioSink
 from .cdp import CDPClosed, CDPConnection, CDPError, CDPTimeout
 from .channel import Channel, ChannelClosed
 from .chromium import Launched, launch
-from .screen import Screen, window_for
+from .pages import Pages
+from .screen import Screen
 from .tab import NavigationFailed, Page, PageGone, ScriptError
 
 logger = logging.getLogger("lkpool.proc")
@@ -74,23 +72,6 @@ def resolve_capture(setting: str) -> str:
     return "screencast"
 
 
-@dataclass
-class PageState:
-    page: Page
-    out: FrameOut
-    capture: Any
-    native: bool  # captured from the x11 screen (else by screencast)
-    on_screen: bool = False  # the kiosk window's tab: x11 capture whenever it fits the screen
-    framerate: int = 30
-
-
-def _check_size(width: int, height: int, framerate: int | None = None) -> None:
-    if not (0 < width <= 16384 and 0 < height <= 16384):
-        raise ValueError(f"page size {width}x{height} is out of range")
-    if framerate is not None and not 0 < framerate <= MAX_FRAMERATE:
-        raise ValueError(f"framerate {framerate} is not in 1..{MAX_FRAMERATE}")
-
-
 class Child:
     def __init__(self, channel: Channel, settings: Settings, profile_dir: str,
                  port: int, parent_pid: int) -> None:
@@ -100,34 +81,32 @@ class Child:
         self.profile_dir = profile_dir
         self.port = port
         self.mode = resolve_capture(settings.capture)
-        self.pages: dict[int, PageState] = {}
-        self.spare_target: str | None = None  # the tab no page uses (first tab, last closed)
-        self.first_page: int | None = None
         self.launched: Launched | None = None
-        self.screen: Screen | None = None  # x11 only
         self.cdp: CDPConnection | None = None
         self.audio: AudioSink | None = None
         self.exit_code = 0
         self.stopping = asyncio.Event()
         self.parent_gone = False
         self._tasks: set[asyncio.Task] = set()
+        self.pages = Pages(self.mode, self._send, self._spawn)
+        page = self.pages.get
         self.handlers = {
-            p.CreatePage: self.create_page, p.ClosePage: self.close_page,
-            p.Navigate: lambda m: self.page(m).navigate(m.url),
-            p.GoBack: lambda m: self.page(m).history_step(-1),
-            p.GoForward: lambda m: self.page(m).history_step(+1),
-            p.Reload: lambda m: self.page(m).reload(),
-            p.Resize: self.resize, p.SetFramerate: self.set_framerate,
-            p.MouseMove: lambda m: self.page(m).mouse_move(m.x, m.y, m.mouse_leave,
-                                                          m.modifiers),
-            p.MouseClick: lambda m: self.page(m).mouse_click(
+            p.CreatePage: self.pages.create, p.ClosePage: self.pages.close,
+            p.Navigate: lambda m: page(m.page_id).navigate(m.url),
+            p.GoBack: lambda m: page(m.page_id).history_step(-1),
+            p.GoForward: lambda m: page(m.page_id).history_step(+1),
+            p.Reload: lambda m: page(m.page_id).reload(),
+            p.Resize: self.pages.resize, p.SetFramerate: self.pages.set_framerate,
+            p.MouseMove: lambda m: page(m.page_id).mouse_move(m.x, m.y, m.mouse_leave,
+                                                              m.modifiers),
+            p.MouseClick: lambda m: page(m.page_id).mouse_click(
                 m.x, m.y, m.button, m.mouse_up, m.click_count, m.modifiers),
-            p.MouseWheel: lambda m: self.page(m).mouse_wheel(m.x, m.y, m.delta_x, m.delta_y,
-                                                            m.modifiers),
-            p.KeyEvent: lambda m: self.page(m).key(
+            p.MouseWheel: lambda m: page(m.page_id).mouse_wheel(
+                m.x, m.y, m.delta_x, m.delta_y, m.modifiers),
+            p.KeyEvent: lambda m: page(m.page_id).key(
                 m.type, m.modifiers, m.windows_key_code, m.native_key_code, m.character,
                 m.key, m.code, m.text),
-            p.Focus: lambda m: self.page(m).focus(m.set_focus),
+            p.Focus: lambda m: page(m.page_id).focus(m.set_focus),
             p.Evaluate: self.evaluate, p.Ping: self.ping, p.Shutdown: self.shutdown,
         }
 
@@ -142,18 +121,19 @@ class Child:
         xlib.ON_X_SERVER_LOST.append(self._emergency_cleanup)
         self.launched = await launch(self.settings, self.profile_dir, self.port, self.mode,
                                      size, env)
-        if self.launched.display:
-            self.screen = Screen(self.launched.display, self.launched.largest,
-                                 self.launched.window)
         self.cdp = await CDPConnection.connect(self.launched.ws_url)
         self.cdp.on("disconnected", lambda reason: self.crashed(f"devtools closed: {reason}"))
-        self.cdp.on("Target.targetDestroyed", lambda prm, _s: self._target_gone(
+        self.cdp.on("Target.targetDestroyed", lambda prm, _s: self.pages.target_gone(
             prm.get("targetId"), "closed"))
-        self.cdp.on("Target.targetCrashed", lambda prm, _s: self._target_gone(
+        self.cdp.on("Target.targetCrashed", lambda prm, _s: self.pages.target_gone(
             prm.get("targetId"), "crashed"))
         await self.cdp.send("Target.setDiscoverTargets", {"discover": True})
         targets = (await self.cdp.send("Target.getTargets"))["targetInfos"]
-        self.spare_target = next((t["targetId"] for t in targets if t["type"] == "page"), None)
+        launched = self.launched
+        screen = Screen(launched.display, launched.largest, launched.window) \
+            if launched.display else None
+        self.pages.open(self.cdp, screen, launched.display,
+                        next((t["targetId"] for t in targets if t["type"] == "page"), None))
         version = (await self.cdp.send("Browser.getVersion")).get("product", VERSION)
         if self.audio is not None:
             await self.audio.start(self._on_audio)
@@ -163,135 +143,8 @@ class Child:
             urllib.parse.urlsplit(self.launched.ws_url).path))
 
     # ---- commands ------------------------------------------------------------------------
-    def page(self, msg: Any) -> Page:
-        state = self.pages.get(msg.page_id)
-        if state is None:
-            raise PageGone(f"no page {msg.page_id}")
-        return state.page
-
-    async def create_page(self, m: p.CreatePage) -> str:
-        if m.page_id in self.pages:
-            raise ValueError(f"page {m.page_id} exists already")
-        _check_size(m.width, m.height, m.framerate)
-        assert self.cdp is not None and self.launched is not None
-        on_screen = self.mode == "x11" and self.spare_target is not None and not self.pages
-        native = on_screen and self._fits(m.width, m.height)
-        if self.spare_target is not None:
-            target, self.spare_target = self.spare_target, None
-        else:  # in kiosk mode a background tab keeps the on-screen one in front
-            target = (await self.cdp.send("Target.createTarget", {
-                "url": "about:blank", "background": self.mode == "x11"}))["targetId"]
-        buffers = ChildFrameBuffers(m.shm_names, m.width, m.height, generation=0)
-        try:
-            page = await Page.attach(self.cdp, m.page_id, target,
-                                     lambda kind, value: self._page_event(m.page_id, kind, value))
-            if native:
-                await self.screen.fit(self.cdp, target, (m.width, m.height))
-            await page.set_size(m.width, m.height, self._native_size(native))
-            out = FrameOut(m.page_id, buffers, m.shm_names, self._send)
-            capture = self._capture(native, out, m.framerate, page)
-        except BaseException:
-            buffers.close()
-            raise
-        self.pages[m.page_id] = PageState(page, out, capture, native, on_screen, m.framerate)
-        if self.first_page is None:
-            self.first_page = m.page_id
-        if m.url:  # answered after the first load, as Playwright's newPage + goto would
-            await self._initial_load(page, m.url)
-        return json.dumps({"target_id": target})  # the parent exposes it as page.target_id
-
-    async def _initial_load(self, page: Page, url: str) -> None:
-        for attempt in (1, 2):
-            try:
-                await page.navigate(url)
-                return
-            except Exception as exc:  # creation succeeded; a bad first URL is only logged
-                # a fresh tab may still be committing its start-up about:blank, which
-                # aborts the first navigation: that one is worth a second try
-                if attempt == 1 and "ERR_ABORTED" in str(exc):
-                    continue
-                logger.warning("page %d: initial load of %s failed: %s", page.id, url, exc)
-                return
-
-    async def close_page(self, m: p.ClosePage) -> None:
-        state = self.pages.get(m.page_id)
-        if state is None:
-            raise PageGone(f"no page {m.page_id}")
-        await self._drop_page(m.page_id)
-        assert self.cdp is not None
-        if not self.pages and self.spare_target is None:
-            # closing the last tab would quit Chromium: keep it blank for the next page
-            try:
-                await self.cdp.send("Page.navigate", {"url": "about:blank"},
-                                    session_id=state.page.session)
-                await self.cdp.send("Target.detachFromTarget", {"sessionId": state.page.session})
-                self.spare_target = state.page.target_id
-            except CDPError:
-                pass
-        else:
-            try:
-                await self.cdp.send("Target.closeTarget", {"targetId": state.page.target_id})
-            except CDPError:
-                pass
-        self._send(p.PageClosed(m.page_id, "closed"))
-
-    async def resize(self, m: p.Resize) -> None:
-        state = self.pages.get(m.page_id)
-        if state is None:
-            raise PageGone(f"no page {m.page_id}")
-        _check_size(m.width, m.height)
-        assert self.launched is not None
-        native = state.on_screen and self._fits(m.width, m.height)
-        buffers = ChildFrameBuffers(m.shm_names, m.width, m.height, generation=m.generation)
-        old = state.out.buffers
-        moving = native and window_for((m.width, m.height)) != self.screen.window
-        out = FrameOut(m.page_id, buffers, m.shm_names, self._send)
-        if moving or native is not state.native:
-            # a new frame source: the page outgrew the screen or fits it again, or the
-            # window moves, which nobody should see mid-way
-            await state.capture.aclose()
-            try:
-                if moving:
-                    await self.screen.fit(self.cdp, state.page.target_id, (m.width, m.height))
-                await state.page.set_size(m.width, m.height, self._native_size(native))
-            finally:
-                state.out, state.native = out, native
-                state.capture = self._capture(native, out, state.framerate, state.page)
-        else:
-            await state.page.set_size(m.width, m.height, self._native_size(native))
-            state.out = out
-            state.capture.switch(out)
-        old.close()
-
-    def _native_size(self, native: bool) -> tuple[int, int] | None:
-        return self.screen.window if native and self.screen is not None else None
-
-    def _fits(self, width: int, height: int) -> bool:
-        """Xvfb's screen grows only up to the size it started with: a page larger than that
-        is captured by screencast."""
-        assert self.screen is not None
-        fits = self.screen.fits((width, height))
-        if not fits:
-            logger.info("%dx%d is larger than the x11 screen can grow (%dx%d): screencast "
-                        "capture", width, height, *self.screen.largest)
-        return fits
-
-    def _capture(self, native: bool, out: FrameOut, framerate: int, page: Page) -> Any:
-        assert self.launched is not None
-        return CAPTURES["x11" if native else "screencast"](
-            out, framerate, display=self.launched.display, page=page)
-
-    async def set_framerate(self, m: p.SetFramerate) -> None:
-        if not 0 < m.framerate <= MAX_FRAMERATE:
-            raise ValueError(f"framerate {m.framerate} is not in 1..{MAX_FRAMERATE}")
-        state = self.pages.get(m.page_id)
-        if state is None:
-            raise PageGone(f"no page {m.page_id}")
-        state.capture.set_framerate(m.framerate)
-        state.framerate = m.framerate
-
     async def evaluate(self, m: p.Evaluate) -> str:
-        return json.dumps(await self.page(m).evaluate(m.expression))
+        return json.dumps(await self.pages.get(m.page_id).evaluate(m.expression))
 
     async def ping(self, m: p.Ping) -> str:
         """The browser answers, and so does each page's renderer: a page stuck in
@@ -301,7 +154,7 @@ class Child:
         limit = self.settings.health_check_timeout
         product = (await self.cdp.send("Browser.getVersion", timeout=limit)).get("product", "")
         await asyncio.gather(*(self._probe(state.page, limit)
-                               for state in list(self.pages.values())))
+                               for state in list(self.pages.states.values())))
         return product
 
     @staticmethod
@@ -320,11 +173,6 @@ class Child:
 
     async def shutdown(self, m: p.Shutdown) -> None:
         asyncio.get_running_loop().call_soon(self.stopping.set)
-
-    def release_paint(self, m: p.ReleasePaint) -> None:
-        state = self.pages.get(m.page_id)
-        if state is not None and state.out.buffers.generation == m.generation:
-            state.out.buffers.release(m.buffer_id)
 
     async def _answer(self, msg: Any) -> None:
         error = code = value = ""
@@ -346,32 +194,9 @@ class Child:
             except ChannelClosed:
                 pass
 
-    def _page_event(self, page_id: int, kind: str, value: str) -> None:
-        make = {"url": p.UrlChanged, "title": p.TitleChanged, "cursor": p.CursorChanged}
-        if kind == "closed":
-            self._spawn(self._drop_page(page_id))
-            self._send(p.PageClosed(page_id, value))
-        else:
-            self._send(make[kind](page_id, value))
-
-    def _target_gone(self, target_id: str | None, reason: str) -> None:
-        for state in list(self.pages.values()):
-            if state.page.target_id == target_id:
-                state.page.mark_closed(reason)
-
-    async def _drop_page(self, page_id: int) -> None:
-        state = self.pages.pop(page_id, None)
-        if state is None:
-            return
-        state.page.detach_listeners()
-        await state.capture.aclose()
-        state.out.buffers.close()
-        if self.first_page == page_id:
-            self.first_page = None
-
     def _on_audio(self, pts: int, pcm: bytes) -> None:
-        if self.first_page is not None:
-            self._send(p.Audio(self.first_page, pts, 48000, 2, 480, pcm))
+        if self.pages.first is not None:
+            self._send(p.Audio(self.pages.first, pts, 48000, 2, 480, pcm))
 
     def _emergency_cleanup(self) -> None:
         """For paths where the process ends right away (X server lost): what only we can
@@ -397,7 +222,7 @@ class Child:
             while True:
                 msg = await self.channel.recv()
                 if isinstance(msg, p.ReleasePaint):
-                    self.release_paint(msg)
+                    self.pages.release_paint(msg)
                 elif type(msg) in self.handlers:
                     self._spawn(self._answer(msg))
                 else:
@@ -477,11 +302,7 @@ class Child:
         for task in loops:
             task.cancel()
         # 2. stop every capture first: nothing may write into shared memory after this
-        for page_id in list(self.pages):
-            try:
-                await self._drop_page(page_id)
-            except Exception:
-                logger.exception("closing page %d", page_id)
+        await self.pages.drop_all()
         # 3. the rest of the command tasks (their Results may still be sent)
         for task in list(self._tasks):
             task.cancel()
