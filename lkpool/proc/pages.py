@@ -84,12 +84,14 @@ class Pages:
         assert self.cdp is not None
         on_screen = self.mode == "x11" and self.spare_target is not None and not self.states
         native = on_screen and self._fits(m.width, m.height)
-        if self.spare_target is not None:
-            target, self.spare_target = self.spare_target, None
+        spare = self.spare_target
+        if spare is not None:
+            target, self.spare_target = spare, None
         else:  # in kiosk mode a background tab keeps the on-screen one in front
             target = (await self.cdp.send("Target.createTarget", {
                 "url": "about:blank", "background": self.mode == "x11"}))["targetId"]
         buffers = ChildFrameBuffers(m.shm_names, m.width, m.height, generation=0)
+        page = None
         try:
             page = await Page.attach(self.cdp, m.page_id, target,
                                      lambda kind, value: self._event(m.page_id, kind, value))
@@ -99,7 +101,13 @@ class Pages:
             out = FrameOut(m.page_id, buffers, m.shm_names, self._send)
             capture = self._capture(native, out, m.framerate, page)
         except BaseException:
+            # nothing of the failed page stays: its buffers, its listeners, and the kiosk
+            # tab, which goes back to being the spare one
             buffers.close()
+            if page is not None:
+                page.detach_listeners()
+            if spare is not None and self.spare_target is None and not self.states:
+                self.spare_target = spare
             raise
         self.states[m.page_id] = PageState(page, out, capture, native, on_screen, m.framerate)
         if self.first is None:
