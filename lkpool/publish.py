@@ -162,7 +162,7 @@ class PagePublisher(EventEmitter[str]):
         self.audio_frames_sent = 0
         self.inputs_applied = 0
         self.inputs_rejected = 0
-        # video: our copy of the last frame, reallocated only on a size change
+        # video: when a frame was last sent (the page holds the image itself)
         self._last_sent = 0.0
         # audio: ring + one preallocated frame, filled in place
         self._ring = AudioRing(SAMPLE_RATE * RING_MS // 1000)
@@ -263,15 +263,15 @@ class PagePublisher(EventEmitter[str]):
 
     def _on_page_closed(self, reason: str) -> None:
         self.log.info("page closed (%s): stopping", reason)
-        spawn(self.aclose(), name=f"{self.log.name}.close", log=self.log)  # not in _tasks:
-        # aclose cancels those
+        # not in _tasks, which aclose cancels
+        spawn(self.aclose(), name=f"{self.log.name}.close", log=self.log)
 
     # ---- video --------------------------------------------------------------------------
 
     def _seed(self) -> None:
         """Starts from the page's current image: a still page may not paint again for long."""
-        if self._current() is not None:
-            self._send_frame(self._current())
+        if (frame := self._current()) is not None:
+            self._send_frame(frame)
 
     def _current(self) -> rtc.VideoFrame | None:
         """The page keeps its full current image (dirty rects already merged), unchanged

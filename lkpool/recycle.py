@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-import aiohttp
-
 from .config import Settings
 
 logger = logging.getLogger(__name__)
@@ -69,14 +67,13 @@ async def reset_browser(port: int, origins: set[str], timeout: float,
     `Storage.clearDataForOrigin` with "Internal error" for storage types an origin never
     used, having cleared the others. A browser that stops answering fails the reset."""
     from .proc.cdp import CDPClosed, CDPConnection, CDPError, CDPTimeout
+    from .proc.chromium import browser_ws_url
 
-    path = browser_path
-    if not path:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as http:
-            async with http.get(f"http://127.0.0.1:{port}/json/version") as resp:
-                version = await resp.json(content_type=None)
-        path = urlsplit(version["webSocketDebuggerUrl"]).path
-    async with await CDPConnection.connect(f"ws://127.0.0.1:{port}{path}", timeout) as cdp:
+    url = (f"ws://127.0.0.1:{port}{browser_path}" if browser_path
+           else await browser_ws_url(port, timeout))
+    if url is None:
+        raise ConnectionError(f"the instance's DevTools on port {port} does not answer")
+    async with await CDPConnection.connect(url, timeout) as cdp:
 
         async def step(method: str, **params: Any) -> None:
             try:

@@ -148,7 +148,7 @@ def chromium_command(settings: Settings, profile_dir: str, port: int, mode: str,
             *shlex.split(settings.chromium_flags), "about:blank"]
 
 
-def _active_port_file(profile_dir: str, _port: int) -> tuple[int, str] | None:
+def _active_port_file(profile_dir: str) -> tuple[int, str] | None:
     """Port 0: Chromium writes DevToolsActivePort once its DevTools server listens, which is
     race-free (it picked the port itself)."""
     try:
@@ -161,27 +161,28 @@ def _active_port_file(profile_dir: str, _port: int) -> tuple[int, str] | None:
     return None
 
 
-async def _json_version(_profile_dir: str, port: int) -> tuple[int, str] | None:
-    """A port given by the pool (DEBUGGING_PORT_START): Chromium writes no DevToolsActivePort
-    then, so ask the DevTools server itself (one plain GET: the child has no HTTP client
-    library, to stay small)."""
+async def browser_ws_url(port: int, timeout: float = 1.0) -> str | None:
+    """The browser target's WebSocket URL from the DevTools server's /json/version, or None
+    when it does not answer (yet). One plain GET: the child has no HTTP client library, to
+    stay small. Used where Chromium writes no DevToolsActivePort (a port given by the pool,
+    DEBUGGING_PORT_START) and by a reset that does not know the path."""
     try:
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection("127.0.0.1", port), 1.0)
+            asyncio.open_connection("127.0.0.1", port), timeout)
         try:
             # HTTP/1.1: Chromium's DevTools server drops HTTP/1.0 requests unanswered
             writer.write(f"GET /json/version HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
                          "Connection: close\r\n\r\n".encode())
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 1.0)
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
             length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
                            if line.lower().startswith(b"content-length:")), None)
             body = await asyncio.wait_for(
-                reader.readexactly(length) if length is not None else reader.read(), 1.0)
+                reader.readexactly(length) if length is not None else reader.read(), timeout)
         finally:
             writer.close()
         if head.split()[1:2] != [b"200"]:
             return None
-        return port, json.loads(body)["webSocketDebuggerUrl"]
+        return json.loads(body)["webSocketDebuggerUrl"]
     except (OSError, TimeoutError, ValueError, KeyError, asyncio.IncompleteReadError,
             asyncio.LimitOverrunError):
         return None
@@ -195,8 +196,11 @@ async def _devtools(profile_dir: str, proc: subprocess.Popen, timeout: float,
         if proc.poll() is not None:
             raise BrowserStartError(f"Chromium exited with code {proc.returncode} while "
                                     f"starting (see {profile_dir}/chromium.log)")
-        found = await _json_version(profile_dir, port) if port else _active_port_file(
-            profile_dir, port)
+        if port:
+            url = await browser_ws_url(port)
+            found = (port, url) if url else None
+        else:
+            found = _active_port_file(profile_dir)
         if found is not None:
             return found
         await asyncio.sleep(0.05)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import MAX_FRAMERATE
+from ..config import MAX_FRAMERATE, MAX_HEIGHT, MAX_WIDTH
 from ..shm.framebuffer import ChildFrameBuffers
 from . import protocol as p
 from .capture import CAPTURES, FrameOut
@@ -37,7 +37,9 @@ class PageState:
 
 
 def check_size(width: int, height: int, framerate: int | None = None) -> None:
-    if not (0 < width <= 16384 and 0 < height <= 16384):
+    """The parent checked these already (lkpool.page.check_size); the duplex is checked
+    again at this end, with the same limits."""
+    if not (0 < width <= MAX_WIDTH and 0 < height <= MAX_HEIGHT):
         raise ValueError(f"page size {width}x{height} is out of range")
     if framerate is not None and not 0 < framerate <= MAX_FRAMERATE:
         raise ValueError(f"framerate {framerate} is not in 1..{MAX_FRAMERATE}")

@@ -90,7 +90,8 @@ def set_screen_size(display: str, width: int, height: int) -> None:
     x11, rr = xlib.x11(), _xrandr()
     dpy = xlib.open_display(display)
     try:
-        _check(dpy, "")  # errors of other connections are not ours
+        x11.XSync(dpy, 0)
+        xlib.take_errors()  # errors of other connections are not ours
         root = x11.XDefaultRootWindow(dpy)
         limits = [ctypes.c_int() for _ in range(4)]
         rr.XRRGetScreenSizeRange(dpy, root, *map(ctypes.byref, limits))
@@ -139,7 +140,7 @@ def set_screen_size(display: str, width: int, height: int) -> None:
 def _check(dpy: int, what: str) -> None:
     xlib.x11().XSync(dpy, 0)
     errors = xlib.take_errors()
-    if errors and what:
+    if errors:
         raise RuntimeError(f"{what}: " + "; ".join(errors))
 
 
