@@ -13,6 +13,12 @@ environment) that has imported the child's code, so each child is as clean as a 
 one (none of the server's threads, loop or sockets) yet starts 150 ms sooner and shares
 the interpreter's pages with the others: 8 MB less per instance (bench/density.py).
 
+A child never imports the parent's `__main__`, which multiprocessing does for every child
+it starts: a script that uses lkpool needs no `if __name__ == "__main__"` guard (as with
+livekit.browser, whose engine is a separate executable), and each child is spared the
+script's imports and side effects (an agent importing torch would load it into every
+instance).
+
 Nothing here waits forever: every request to the child has a timeout, and when the child dies
 every pending request fails with `InstanceCrashed` at once.
 """
@@ -23,7 +29,9 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import functools
 import multiprocessing
+import multiprocessing.spawn
 import os
 import signal
 import socket
@@ -51,9 +59,31 @@ _instance_ids = itertools.count(1)
 
 ContextEvent = Literal["closed"]
 
+CHILD_NAME = "lkpool-instance-"  # multiprocessing's name of a child process, then its id
+
+
+def _without_main(get_preparation_data: Callable[[str], dict[str, Any]]
+                  ) -> Callable[[str], dict[str, Any]]:
+    """multiprocessing tells each child which `__main__` to import before it runs; for our
+    children that is dropped (the module docstring says why). Other processes are left
+    as multiprocessing makes them."""
+    @functools.wraps(get_preparation_data)
+    def preparation_data(name: str) -> dict[str, Any]:
+        data = get_preparation_data(name)
+        if name.startswith(CHILD_NAME):
+            data.pop("init_main_from_path", None)
+            data.pop("init_main_from_name", None)
+        return data
+
+    preparation_data.lkpool_without_main = True  # type: ignore[attr-defined]
+    return preparation_data
+
 
 def _processes() -> multiprocessing.context.BaseContext:
     """Where children come from (see the module docstring)."""
+    spawn = multiprocessing.spawn
+    if not getattr(spawn.get_preparation_data, "lkpool_without_main", False):
+        spawn.get_preparation_data = _without_main(spawn.get_preparation_data)
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["lkpool.proc.main"])  # read when the forkserver starts
     return ctx
@@ -177,7 +207,7 @@ class BrowserContext(EventEmitter[ContextEvent]):
         parent_sock, child_sock = socket.socketpair()
         try:
             self._proc = _processes().Process(
-                target=child_main.run, name=f"lkpool-instance-{self.instance_id}",
+                target=child_main.run, name=f"{CHILD_NAME}{self.instance_id}",
                 args=(child_sock, settings, self.profile_dir, self._requested_port,
                       os.getpid()))
             self.started_at = time.monotonic()

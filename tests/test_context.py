@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 
 import numpy as np
 import pytest
@@ -271,6 +272,36 @@ async def test_instances_outlive_the_forkserver(tmp_path) -> None:
         async with BrowserContext(dev_mode=False, settings=settings) as other:
             await other.ping()
             assert forkserver._forkserver._forkserver_pid not in (None, server)
+
+
+UNGUARDED_SCRIPT = """
+import asyncio, os, sys
+from lkpool import BrowserContext, Settings
+with open(sys.argv[1], "a") as runs:  # top-level code: no __main__ guard around any of it
+    runs.write(f"{os.getpid()}\\n")
+async def main():
+    settings = Settings(chromium_profile_base_dir=sys.argv[2], audio=False)
+    async with BrowserContext(settings=settings) as ctx:
+        page = await ctx.new_page(url="about:blank", width=320, height=240)
+        print("title", repr(await page.evaluate("document.title = 'up'")))
+asyncio.run(main())
+"""
+
+
+async def test_a_script_needs_no_main_guard(tmp_path) -> None:
+    """multiprocessing makes every child import the parent's `__main__`; ours do not, so a
+    script written for livekit.browser (no guard) runs as it is, and its top-level code
+    runs once, not once more per instance."""
+    script, runs = tmp_path / "agent.py", tmp_path / "runs"
+    script.write_text(UNGUARDED_SCRIPT)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(script), str(runs), str(tmp_path / "profiles"),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": os.getcwd()})
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    assert "title 'up'" in out.decode()
+    assert runs.read_text().split() == [str(proc.pid)]
 
 
 @pytest.mark.parametrize("end", ["close", "child killed"])
