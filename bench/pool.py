@@ -209,8 +209,10 @@ async def proxy_cost(srv: Served, http: aiohttp.ClientSession, rtt_runs: int,
         direct_url = f"ws://127.0.0.1:{port}/devtools/page/{proxied['id']}"
         urls = {"proxy": proxied["webSocketDebuggerUrl"], "direct": direct_url}
         out: dict[str, float] = {}
-        for rnd in range(2):  # alternate the order, keep the better of two rounds
-            for name in (("proxy", "direct") if rnd == 0 else ("direct", "proxy")):
+        # alternate the order, keep each path's best of four rounds: a round is well under
+        # a second, so one burst of the machine's other load can decide a single round
+        for rnd in range(4):
+            for name in (("proxy", "direct") if rnd % 2 == 0 else ("direct", "proxy")):
                 async with http.ws_connect(urls[name], max_msg_size=0) as ws:
                     cdp = CDP(ws)
                     for _ in range(20):  # warm-up
