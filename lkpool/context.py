@@ -59,6 +59,7 @@ _instance_ids = itertools.count(1)
 
 ContextEvent = Literal["closed"]
 
+MAX_POSTED = 256  # input messages sent to the child and not answered yet (see _post)
 CHILD_NAME = "lkpool-instance-"  # multiprocessing's name of a child process, then its id
 
 
@@ -105,6 +106,7 @@ class BrowserContext(EventEmitter[ContextEvent]):
         self._channel: Channel | None = None
         self._reader: asyncio.Task | None = None
         self._pending: dict[int, asyncio.Future[str]] = {}
+        self._posted: dict[asyncio.Future[str], None] = {}  # of _pending: input, oldest first
         self._req_ids = itertools.count(1)
         self._page_ids = itertools.count(1)
         self._pages: dict[int, BrowserPage] = {}
@@ -333,12 +335,15 @@ class BrowserContext(EventEmitter[ContextEvent]):
         except ChannelClosed:
             pass
 
-    async def _request(self, make: Callable[[int], p.Message], timeout: float | None = None,
-                       *, allow_closing: bool = False) -> str:
+    def _check_running(self, allow_closing: bool = False) -> None:
         if not (self.alive or (allow_closing and self._state == "closing")):
             if self.closed_reason == "crashed":
                 raise InstanceCrashed(f"instance {self.instance_id} crashed")
             raise ClosedError(f"instance {self.instance_id} is not running ({self._state})")
+
+    async def _request(self, make: Callable[[int], p.Message], timeout: float | None = None,
+                       *, allow_closing: bool = False) -> str:
+        self._check_running(allow_closing)
         req = next(self._req_ids)
         fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._pending[req] = fut
@@ -384,6 +389,45 @@ class BrowserContext(EventEmitter[ContextEvent]):
                              self._proc.exitcode if self._proc else None)
         self._state = "closing"
         await self._teardown(reason)
+
+    async def _post(self, make: Callable[[int], p.Message]) -> None:
+        """Sends a request and returns without waiting for its answer: for input, which the
+        child hands to Chromium in the order it was sent.
+
+        Waiting for each event's answer would hold every event behind a mouse move, which
+        Blink handles only at its next frame (12-16 ms here; a press after it is handled
+        within a millisecond because it flushes the move). livekit.browser does not wait
+        either. Unanswered posts are bounded by MAX_POSTED: past it, posting waits for the
+        oldest, so a flood of input meets back-pressure instead of a growing queue. An
+        answer that is an error is logged."""
+        while len(self._posted) >= MAX_POSTED:
+            oldest = next(iter(self._posted))
+            with contextlib.suppress(Exception):
+                await asyncio.shield(oldest)  # its error, if any, is logged by its callback
+            self._posted.pop(oldest, None)
+        self._check_running()
+        req = next(self._req_ids)
+        fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        msg = make(req)
+        try:
+            self._channel.send(msg)
+        except ChannelClosed as exc:
+            raise InstanceCrashed(f"instance {self.instance_id} is gone") from exc
+        self._pending[req] = fut
+        self._posted[fut] = None
+        fut.add_done_callback(lambda f: self._post_answered(req, f, type(msg).__name__))
+
+    async def _posted_handled(self) -> None:
+        """Returns once every input posted so far was answered (handled or failed)."""
+        if self._posted:
+            await asyncio.wait([asyncio.shield(f) for f in self._posted])
+
+    def _post_answered(self, req: int, fut: asyncio.Future[str], kind: str) -> None:
+        self._pending.pop(req, None)
+        self._posted.pop(fut, None)
+        exc = None if fut.cancelled() else fut.exception()
+        if exc is not None and not isinstance(exc, ClosedError | InstanceCrashed):
+            self.log.warning("%s failed: %s", kind, exc)
 
     def _on_result(self, msg: p.Result) -> None:
         fut = self._pending.get(msg.req)

@@ -252,25 +252,46 @@ class BrowserPage(EventEmitter[PageEvent]):
         return json.loads(value) if value else None
 
     # livekit.browser's input API -----------------------------------------------------------
+    # Input is posted, as livekit.browser posts it: a call returns once its event is on its
+    # way to Chromium, in the order of the calls, not once the page handled it (a mouse move
+    # is handled only at the page's next frame, and waiting for it would hold up every
+    # event behind it). `click`, `press` and `type` return once their last event was
+    # handled, which means all of theirs were: Chromium handles input in order.
+
+    async def _input(self, make: Callable[[int], p.Message], *, handled: bool = False) -> None:
+        if self.closed:
+            raise ClosedError(f"page {self._id} is closed ({self.close_reason})")
+        if handled:
+            await self._ctx._request(make)
+        else:
+            await self._ctx._post(make)
+
+    async def input_handled(self) -> None:
+        """Returns once the page handled every input event sent so far."""
+        await self._ctx._posted_handled()
 
     async def send_mouse_move(self, x: int, y: int, mouse_leave: bool = False, *,
                               modifiers: int = 0) -> None:
-        await self._call(lambda req: p.MouseMove(req=req, page_id=self._id, x=int(x),
-                                                 y=int(y), mouse_leave=bool(mouse_leave),
-                                                 modifiers=modifiers))
+        await self._input(lambda req: p.MouseMove(req=req, page_id=self._id, x=int(x),
+                                                  y=int(y), mouse_leave=bool(mouse_leave),
+                                                  modifiers=modifiers))
 
     async def send_mouse_click(self, x: int, y: int, button: int = 0, mouse_up: bool = False,
                                click_count: int = 1, *, modifiers: int = 0) -> None:
+        await self._input(self._mouse_click(x, y, button, mouse_up, click_count, modifiers))
+
+    def _mouse_click(self, x: int, y: int, button: int, mouse_up: bool, click_count: int,
+                     modifiers: int) -> Callable[[int], p.Message]:
         if button not in (0, 1, 2):
             raise InvalidArgument(f"button must be 0 (left), 1 (middle) or 2 (right), "
                                   f"got {button!r}")
-        await self._call(lambda req: p.MouseClick(
+        return lambda req: p.MouseClick(
             req=req, page_id=self._id, x=int(x), y=int(y), button=button,
-            mouse_up=bool(mouse_up), click_count=int(click_count), modifiers=modifiers))
+            mouse_up=bool(mouse_up), click_count=int(click_count), modifiers=modifiers)
 
     async def send_mouse_wheel(self, x: int, y: int, delta_x: int = 0, delta_y: int = 0, *,
                                modifiers: int = 0) -> None:
-        await self._call(lambda req: p.MouseWheel(
+        await self._input(lambda req: p.MouseWheel(
             req=req, page_id=self._id, x=int(x), y=int(y), delta_x=int(delta_x),
             delta_y=int(delta_y), modifiers=modifiers))
 
@@ -282,15 +303,19 @@ class BrowserPage(EventEmitter[PageEvent]):
             raise InvalidArgument(f"key event type must be 0..3, got {type!r}")
         if not text and character and type in (keys.KeyType.CHAR, keys.KeyType.KEYDOWN):
             text = chr(character)
-        await self._send_key(keys.KeyType(type), keys.cef_to_cdp(modifiers), windows_key_code,
-                             native_key_code, character, key, code, text)
+        await self._input(lambda req: p.KeyEvent(
+            req=req, page_id=self._id, type=int(type), modifiers=keys.cef_to_cdp(modifiers),
+            windows_key_code=windows_key_code, native_key_code=native_key_code,
+            character=character, key=key, code=code, text=text))
 
-    async def _send_key(self, type: keys.KeyType, cdp_modifiers: int, vk: int, native: int,
-                        character: int, key: str, code: str, text: str) -> None:
-        await self._call(lambda req: p.KeyEvent(
-            req=req, page_id=self._id, type=int(type), modifiers=cdp_modifiers,
-            windows_key_code=vk, native_key_code=native, character=character, key=key,
-            code=code, text=text))
+    async def _strokes(self, strokes: list[keys.KeyStroke]) -> None:
+        """Posts each stroke and waits until the page handled the last."""
+        for i, s in enumerate(strokes):
+            await self._input(lambda req, s=s: p.KeyEvent(
+                req=req, page_id=self._id, type=int(s.type), modifiers=s.modifiers,
+                windows_key_code=s.key.vk, native_key_code=0,
+                character=ord(s.text) if len(s.text) == 1 else 0, key=s.key.key,
+                code=s.key.code, text=s.text), handled=i == len(strokes) - 1)
 
     async def send_focus_event(self, set_focus: bool = True) -> None:
         await self._call(lambda req: p.Focus(req=req, page_id=self._id,
@@ -300,22 +325,18 @@ class BrowserPage(EventEmitter[PageEvent]):
 
     async def press(self, combo: str) -> None:
         """Presses a key combination as Playwright names it: "Enter", "Control+a"."""
-        for s in keys.press(combo):
-            await self._send_key(s.type, s.modifiers, s.key.vk, 0, ord(s.text) if len(s.text)
-                                 == 1 else 0, s.key.key, s.key.code, s.text)
+        await self._strokes(keys.press(combo))
 
     async def type(self, text: str) -> None:
         """Types text key by key (US layout); characters it lacks arrive as char events."""
         if not isinstance(text, str):
             raise InvalidArgument("text must be a string")
-        for s in keys.type_text(text):
-            await self._send_key(s.type, s.modifiers, s.key.vk, 0, ord(s.text) if len(s.text)
-                                 == 1 else 0, s.key.key, s.key.code, s.text)
+        await self._strokes(keys.type_text(text))
 
     async def click(self, x: int, y: int, *, button: str = "left", click_count: int = 1) -> None:
         if button not in _BUTTONS:
             raise InvalidArgument(f"button must be one of {', '.join(_BUTTONS)}, got {button!r}")
-        await self.send_mouse_move(x, y)
         b = _BUTTONS[button]
+        await self.send_mouse_move(x, y)
         await self.send_mouse_click(x, y, b, False, click_count)
-        await self.send_mouse_click(x, y, b, True, click_count)
+        await self._input(self._mouse_click(x, y, b, True, click_count, 0), handled=True)

@@ -19,10 +19,16 @@ from tests.support.pages import CLICKS, serve_pages, solid
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
+MOVES = """<body style='margin:0'><script>window.log = [];
+addEventListener('mousemove', e => log.push(e.clientX));
+addEventListener('mousedown', e => log.push('down'));</script></body>"""
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def site():
     async with serve_pages({"/clicks": CLICKS, "/green": solid("rgb(0,255,0)"),
-                            "/titled": "<title>hi there</title><body>x</body>"}) as base:
+                            "/titled": "<title>hi there</title><body>x</body>",
+                            "/moves": MOVES}) as base:
         yield base
 
 
@@ -81,6 +87,37 @@ async def test_click_type_and_press(ctx, site) -> None:
         await page.press("Control+a")
         await page.press("Backspace")
         assert await page.evaluate("document.getElementById('t').value") == ""
+    finally:
+        await page.aclose()
+
+
+async def test_input_is_posted_in_order_with_back_pressure(ctx, site, monkeypatch) -> None:
+    """An input call returns once its event is on its way, not once the page handled it
+    (livekit.browser's calls do the same): while the page's main thread is busy, moves are
+    sent and wait in Chromium, beyond MAX_POSTED the next one waits, and the page then
+    handles them in order, the click that followed last. `click` returns once handled."""
+    from lkpool import context
+
+    monkeypatch.setattr(context, "MAX_POSTED", 4)
+    page = await ctx.new_page(url=f"{site}/moves", width=320, height=240)
+    try:
+        await page.evaluate("new Promise(r => document.readyState === 'complete' ? r() : "
+                            "addEventListener('load', r))")
+        await page.evaluate("setTimeout(() => { const t = Date.now(); "
+                            "while (Date.now() - t < 3000); }, 0)")
+        await asyncio.sleep(0.2)  # the page is now busy for the next three seconds
+        for x in (10, 20, 30, 40):
+            await page.send_mouse_move(x, 50)
+        assert len(ctx._posted) == 4  # sent, and none handled yet
+        fifth = asyncio.ensure_future(page.send_mouse_move(50, 50))
+        await asyncio.sleep(0.3)
+        assert not fifth.done()  # back-pressure: it waits for the oldest to be handled
+        await page.click(100, 60)
+        assert fifth.done() and not ctx._posted
+        log = await page.evaluate("window.log")
+        moves = [x for x in log if x != "down"]
+        assert log[-1] == "down" and moves[-1] == 100
+        assert moves == sorted(moves) and set(moves) <= {10, 20, 30, 40, 50, 100}
     finally:
         await page.aclose()
 

@@ -207,6 +207,9 @@ async def input_post(request: web.Request) -> web.Response:
     _pool(request).touch(lease.session_id)
     for apply in applies:
         await apply(page)
+    handled = getattr(page, "input_handled", None)  # the answer means handled, not sent
+    if handled is not None:
+        await handled()
     return web.json_response({"ok": True, "applied": len(applies)})
 
 

@@ -118,6 +118,12 @@ async def test_input_socket_and_post(small: Settings) -> None:
             async with http.post(f"{base}/session/{sid}/input", json=good) as resp:
                 assert resp.status == 200 and (await resp.json())["applied"] == 3
             assert await lease.page.evaluate("document.getElementById('t').value") == "hiA"
+            # down and up are sent without waiting for the page; the POST's answer does wait
+            raw = [{"type": "mouse", "action": a, "x": 70, "y": 110} for a in ("move", "down",
+                                                                               "up")]
+            async with http.post(f"{base}/session/{sid}/input", json=raw) as resp:
+                assert resp.status == 200
+            assert (await lease.page.evaluate("window.clicks"))[-1] == [70, 110]
 
             await ws.send_json({"type": "navigate", "url": site + "/other"})
             seen = await ws.receive_json(timeout=10)
