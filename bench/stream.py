@@ -13,7 +13,10 @@ round trip: a click sent on the input WebSocket until the page's mousedown handl
 until the server's ack.
 
 Each raw viewer costs the server the kernel's copy of its bytes into the socket (110 MB/s
-at 720p30): the last figure sets that beside a bare `socket.sendall` of the same frames.
+at 720p30): a figure sets that beside a bare `socket.sendall` of the same frames on a
+socket set up as the server sets a local viewer's (not paced: lkpool/server/loopback.py).
+A last pair of raw cases runs with the system's own congestion control on the viewers'
+sockets, to show what that saves.
 """
 
 from __future__ import annotations
@@ -133,11 +136,15 @@ async def input_round_trip(base: str, sid: str, page: Any, count: int = 40
 
 def kernel_floor(nbytes: int, fps: float, seconds: float) -> float:
     """CPU (cores) of a bare `socket.sendall` of `nbytes` at `fps` to a loopback reader in
-    another process: what the kernel charges the sender per raw viewer, whoever sends."""
+    another process: what the kernel charges the sender per raw viewer, whoever sends (on a
+    socket set up as the server sets a local viewer's: lkpool/server/loopback.py)."""
+    from lkpool.server.loopback import unpace
+
     listener = socket.create_server(("127.0.0.1", 0))
     reader = subprocess.Popen([sys.executable, "-c", SINK, str(listener.getsockname()[1])])
     try:
         conn, _ = listener.accept()
+        unpace(conn)
         data = bytearray(nbytes)
         with conn:
             r0, t0, sent = resource.getrusage(resource.RUSAGE_THREAD), time.monotonic(), 0
@@ -151,6 +158,16 @@ def kernel_floor(nbytes: int, fps: float, seconds: float) -> float:
         listener.close()
         reader.wait(timeout=10)
 
+
+def _system_congestion_control() -> str:
+    try:
+        with open("/proc/sys/net/ipv4/tcp_congestion_control") as f:
+            return f.read().strip()
+    except OSError:
+        return "default"
+
+
+SYSTEM_CC = _system_congestion_control()
 
 SINK = """import socket, sys
 s = socket.create_connection(('127.0.0.1', int(sys.argv[1]))); b = bytearray(1 << 22)
@@ -177,37 +194,52 @@ async def main(args: argparse.Namespace) -> None:
                 await asyncio.sleep(2)
                 print(f"frames WebSocket, {args.width}x{args.height}@{args.fps}, "
                       f"{args.seconds:g} s per case, viewers in another process; 1 and 4 "
-                      f"viewers alternate, {args.repeat} times each")
+                      f"viewers alternate, {args.repeat} times each; server loop "
+                      f"{type(asyncio.get_running_loop()).__module__.split('.')[0]}")
                 print(f"{'case':<12}{'paint fps':>10}{'fps/viewer':>12}{'ratio':>7}{'p50 ms':>8}"
                       f"{'p95 ms':>8}{'skipped':>9}{'server cpu':>11}{'lkpool cpu':>11}"
                       f"{'viewer cpu':>11}")
+                from lkpool.server import loopback
+
                 cpu: dict[tuple[str, int], list[tuple[float, float]]] = {}
-                for fmt in ("raw", "jpeg"):
+                # the last case is the first with the system's own congestion control on
+                # the viewers' sockets (paced, BBR here): what loopback.py saves
+                for case, fmt, cc in (("raw", "raw", loopback.UNPACED),
+                                      ("jpeg", "jpeg", loopback.UNPACED),
+                                      (f"raw {SYSTEM_CC}", "raw", SYSTEM_CC.encode())):
+                    loopback.UNPACED = cc
                     # alternating keeps the machine's drift out of the 4-vs-1 ratio
                     for n in (1, 4) * args.repeat:
                         r = await run_case(base, lease.session_id, page, fmt, n, args.seconds)
                         fps = statistics.mean(r["fps"])
-                        cpu.setdefault((fmt, n), []).append((r["server_cpu"], r["lkpool_cpu"]))
-                        print(f"{fmt + ' x' + str(n):<12}{r['paint_fps']:>10.1f}{fps:>12.1f}"
+                        cpu.setdefault((case, n), []).append((r["server_cpu"],
+                                                              r["lkpool_cpu"]))
+                        print(f"{case + ' x' + str(n):<12}{r['paint_fps']:>10.1f}{fps:>12.1f}"
                               f"{fps / r['paint_fps']:>7.2f}{r['p50']:>8.1f}{r['p95']:>8.1f}"
                               f"{max(r['skipped']):>9}{r['server_cpu']:>10.0%}"
                               f"{r['lkpool_cpu']:>11.0%}{r['client_cpu']:>11.0%}")
+                loopback.UNPACED = b"reno"
                 floor = await asyncio.to_thread(kernel_floor, args.width * args.height * 4,
                                                 args.fps, min(args.seconds, 4.0))
-                for fmt in ("raw", "jpeg"):
-                    one = [statistics.mean(x) for x in zip(*cpu[(fmt, 1)])]
-                    four = [statistics.mean(x) for x in zip(*cpu[(fmt, 4)])]
+                per_viewer = {}
+                for case in ("raw", "jpeg", f"raw {SYSTEM_CC}"):
+                    one = [statistics.mean(x) for x in zip(*cpu[(case, 1)])]
+                    four = [statistics.mean(x) for x in zip(*cpu[(case, 4)])]
                     if min(one) <= 0:
                         continue
-                    print(f"{fmt}: 4 viewers cost x{four[1] / one[1]:.2f} one viewer's CPU of "
+                    per_viewer[case] = (four[0] - one[0]) / 3
+                    print(f"{case}: 4 viewers cost x{four[1] / one[1]:.2f} one viewer's CPU of "
                           f"all of lkpool ({four[1]:.0%} vs {one[1]:.0%}; target <= 1.3x), "
                           f"x{four[0] / one[0]:.2f} of the server process ({four[0]:.1%} vs "
                           f"{one[0]:.1%})")
-                    if fmt == "raw":
-                        extra = (four[0] - one[0]) / 3
-                        print(f"raw: each viewer past the first adds {extra:.1%} of a core to "
-                              f"the server; a bare socket.sendall of the same frames to a "
-                              f"loopback reader costs {floor:.1%} (x{extra / floor:.2f})")
+                if "raw" in per_viewer:
+                    extra = per_viewer["raw"]
+                    print(f"raw: each viewer past the first adds {extra:.1%} of a core to the "
+                          f"server; a bare socket.sendall of the same frames to a loopback "
+                          f"reader costs {floor:.1%} (x{extra / floor:.2f})")
+                if f"raw {SYSTEM_CC}" in per_viewer:
+                    print(f"raw {SYSTEM_CC}: with the system's {SYSTEM_CC} on the viewers' "
+                          f"sockets each adds {per_viewer[f'raw {SYSTEM_CC}']:.1%}")
                 handler, ack = await input_round_trip(base, lease.session_id, page)
                 print(f"input round trip (p50 of 40 clicks): WS send -> page mousedown handler "
                       f"{handler:.1f} ms, WS send -> ack {ack:.1f} ms")
@@ -224,13 +256,17 @@ def cli() -> None:
     parser.add_argument("--height", type=int, default=720)
     parser.add_argument("--fps", type=int, default=30)
     parser.add_argument("--repeat", type=int, default=2, help="runs of each case")
+    parser.add_argument("--loop", default="auto", choices=("auto", "asyncio", "uvloop"),
+                        help="event loop of the server, as `lkpool serve --loop`")
     parser.add_argument("--viewer", help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.viewer:
         print(json.dumps(asyncio.run(viewers(args.viewer, args.n, args.seconds))))
     else:
-        asyncio.run(main(args))
+        from lkpool.commands.serve import LOOPS
+
+        asyncio.run(main(args), loop_factory=LOOPS[args.loop]())
 
 
 if __name__ == "__main__":
