@@ -122,6 +122,32 @@ async def test_input_is_posted_in_order_with_back_pressure(ctx, site, monkeypatc
         await page.aclose()
 
 
+async def test_screencast_of_a_page_made_at_about_blank(tmp_path) -> None:
+    """The pool makes its warm pages at about:blank. In screencast mode, Chromium refuses a
+    screencast while the fresh tab still commits its start-up about:blank; the capture
+    retries, so the page paints once its content changes."""
+    settings = Settings(chromium_profile_base_dir=str(tmp_path / "profiles"), audio=False,
+                        capture="screencast")
+    async with BrowserContext(dev_mode=False, settings=settings) as ctx:
+        page = await ctx.new_page(url="about:blank", width=320, height=240)
+        assert ctx.capture == "screencast"
+        await page.evaluate("document.body.style.background = 'rgb(0,0,255)'")
+        pixel = None
+        for _ in range(100):  # a still page paints once: its image is then last_frame
+            frame = page.last_frame
+            if frame is not None:
+                pixels = np.frombuffer(bytes(frame.data), np.uint8).reshape(240, 320, 4)
+                pixel = pixels[120, 160].tolist()[:3]
+                if _near(pixel, [255, 0, 0]):  # BGRA: blue, through JPEG
+                    break
+            await asyncio.sleep(0.1)
+        assert pixel is not None and _near(pixel, [255, 0, 0]), (pixel, page.frames)
+
+
+def _near(got: list[int], want: list[int], tolerance: int = 4) -> bool:
+    return all(abs(a - b) <= tolerance for a, b in zip(got, want))
+
+
 async def test_navigation_events_and_errors(ctx, site) -> None:
     """url_changed and title_changed fire on navigation; an unreachable URL raises."""
     page = await ctx.new_page(url="about:blank", width=320, height=240)

@@ -284,6 +284,9 @@ class X11Capture:
 
 # ---- screencast ---------------------------------------------------------------------------
 
+START_RETRY = 5.0  # seconds a screencast start is retried while the tab has no page yet
+
+
 class ScreencastCapture:
     def __init__(self, out: FrameOut, framerate: int, *, page, **_: object) -> None:
         self.out = out
@@ -298,13 +301,25 @@ class ScreencastCapture:
         spawn(coro, into=self._tasks, log=logger)
 
     async def _start(self) -> None:
+        """A tab still committing its start-up about:blank (a warm page, made before any
+        lease) refuses with "Not attached to an active page": that is retried until the
+        tab has a page, for up to START_RETRY seconds."""
         w, h = self.out.size
-        try:
-            await self.page.call("Page.startScreencast", {
-                "format": "jpeg", "quality": 80, "maxWidth": w, "maxHeight": h,
-                "everyNthFrame": 1})
-        except Exception as exc:
-            logger.warning("page %d: screencast did not start: %s", self.out.page_id, exc)
+        params = {"format": "jpeg", "quality": 80, "maxWidth": w, "maxHeight": h,
+                  "everyNthFrame": 1}
+        delay, waited = 0.02, 0.0
+        while True:
+            try:
+                await self.page.call("Page.startScreencast", params)
+                return
+            except Exception as exc:
+                if self.page.closed or waited >= START_RETRY:
+                    logger.warning("page %d: screencast did not start: %s",
+                                   self.out.page_id, exc)
+                    return
+            await asyncio.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 0.5)
 
     def _on_frame(self, params: dict, session_id: str | None) -> None:
         if session_id != self.page.session:
