@@ -417,10 +417,16 @@ class BrowserContext(EventEmitter[ContextEvent]):
         self._posted[fut] = None
         fut.add_done_callback(lambda f: self._post_answered(req, f, type(msg).__name__))
 
-    async def _posted_handled(self) -> None:
+    async def _posted_handled(self, timeout: float | None = None) -> None:
         """Returns once every input posted so far was answered (handled or failed)."""
-        if self._posted:
-            await asyncio.wait([asyncio.shield(f) for f in self._posted])
+        if not self._posted:
+            return
+        timeout = self.settings.request_timeout if timeout is None else timeout
+        _, late = await asyncio.wait([asyncio.shield(f) for f in self._posted],
+                                     timeout=timeout)
+        if late:
+            raise RequestTimeout(f"{len(late)} input events not handled within {timeout:g}s "
+                                 f"by instance {self.instance_id}")
 
     def _post_answered(self, req: int, fut: asyncio.Future[str], kind: str) -> None:
         self._pending.pop(req, None)

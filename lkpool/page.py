@@ -266,9 +266,10 @@ class BrowserPage(EventEmitter[PageEvent]):
         else:
             await self._ctx._post(make)
 
-    async def input_handled(self) -> None:
-        """Returns once the page handled every input event sent so far."""
-        await self._ctx._posted_handled()
+    async def input_handled(self, timeout: float | None = None) -> None:
+        """Returns once the page handled every input event sent so far (`RequestTimeout`
+        after `timeout`, default REQUEST_TIMEOUT)."""
+        await self._ctx._posted_handled(timeout)
 
     async def send_mouse_move(self, x: int, y: int, mouse_leave: bool = False, *,
                               modifiers: int = 0) -> None:

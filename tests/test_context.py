@@ -13,7 +13,7 @@ import pytest_asyncio
 
 from lkpool import BrowserContext, PaintData, Settings
 from lkpool.errors import (BrowserStartError, ClosedError, InstanceCrashed, InvalidArgument,
-                           NavigationError)
+                           NavigationError, RequestTimeout)
 from tests.support.pages import CLICKS, serve_pages, solid
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -109,10 +109,13 @@ async def test_input_is_posted_in_order_with_back_pressure(ctx, site, monkeypatc
         for x in (10, 20, 30, 40):
             await page.send_mouse_move(x, 50)
         assert len(ctx._posted) == 4  # sent, and none handled yet
+        with pytest.raises(RequestTimeout):
+            await page.input_handled(timeout=0.2)
         fifth = asyncio.ensure_future(page.send_mouse_move(50, 50))
         await asyncio.sleep(0.3)
         assert not fifth.done()  # back-pressure: it waits for the oldest to be handled
         await page.click(100, 60)
+        await page.input_handled()
         assert fifth.done() and not ctx._posted
         log = await page.evaluate("window.log")
         moves = [x for x in log if x != "down"]
