@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 TOUCH_INTERVAL = 1.0  # seconds between pool.touch calls while a socket streams
 PAGE_EVENTS = ("url_changed", "title_changed", "cursor_changed")
+WAITS_FOR_LOAD = frozenset({"navigate"})  # input events whose answer waits for a page load
 MAX_INPUT_MESSAGE = 64 * 1024
 
 
@@ -155,6 +156,18 @@ async def input_ws(request: web.Request) -> web.WebSocketResponse:
         while (msg := await outbox.get()) is not None:
             await ws.send_json(msg)
 
+    loads: set[asyncio.Task] = set()
+
+    async def run(apply: inputs.Apply, event: Any) -> None:
+        """Applies one event; its ack or error goes out when it is done."""
+        try:
+            await apply(page)
+        except (LkpoolError, ValueError) as exc:
+            await outbox.put(inputs.error_message(exc, event))
+            return
+        if isinstance(event, dict) and "id" in event:
+            await outbox.put({"type": "ack", "id": event["id"]})
+
     async def on_message(text: str) -> None:
         event: Any = None
         try:
@@ -163,13 +176,21 @@ async def input_ws(request: web.Request) -> web.WebSocketResponse:
             except ValueError as exc:
                 raise inputs.InvalidEvent(f"not JSON: {exc}") from None
             apply = inputs.parse(event, page)
-            touch()
-            await apply(page)
         except (LkpoolError, ValueError) as exc:
             await outbox.put(inputs.error_message(exc, event))
             return
-        if isinstance(event, dict) and "id" in event:
-            await outbox.put({"type": "ack", "id": event["id"]})
+        touch()
+        if event.get("type") not in WAITS_FOR_LOAD:
+            await run(apply, event)
+            return
+        # a navigation is sent now, in order with the events around it, but its wait for
+        # the new document's load (up to seconds) must not hold the events behind it: the
+        # live view's user keeps the mouse and the keyboard while a slow page loads. Its
+        # ack still comes after the load, which is what an agent waits for.
+        task = asyncio.Task(run(apply, event), loop=asyncio.get_running_loop(),
+                            eager_start=True)  # eager: its message leaves before we return
+        loads.add(task)
+        task.add_done_callback(loads.discard)
 
     async def watch() -> None:
         reason = await _lease_gone(lease)
@@ -180,6 +201,9 @@ async def input_ws(request: web.Request) -> web.WebSocketResponse:
     try:
         await _first_done(writer(), watch(), _drain(ws, on_message))
     finally:
+        for task in loads:
+            task.cancel()
+        await asyncio.gather(*loads, return_exceptions=True)
         for cb_id in listener_ids:
             page.off(cb_id)
     if not ws.closed:

@@ -143,3 +143,28 @@ async def test_input_socket_and_post(small: Settings) -> None:
 
         async with http.post(f"{base}/session/{sid}/input", json={"type": "back"}) as resp:
             assert resp.status == 404
+
+
+async def test_a_slow_load_does_not_hold_the_input_behind_it(small: Settings) -> None:
+    """A navigate on the input socket is sent at once, but its wait for the new page's load
+    does not hold the events after it: a click sent behind it is acked first, and the
+    navigate's ack follows once the page loaded."""
+    slow = "<body>slow<img src='/slow.png'></body>"  # `load` waits for the image
+    async with serve_pages({"/clicks": CLICKS, "/slow": slow, "/slow.png": ""},
+                           delays={"/slow.png": 3.0}) as site, \
+            stream_server(small) as (base, pool), aiohttp.ClientSession() as http:
+        lease = await pool.acquire(60, url=site + "/clicks")
+        await _wait_path(lease.page, "/clicks")
+        async with http.ws_connect(f"{base}/session/{lease.session_id}/input") as ws:
+            assert (await ws.receive_json(timeout=10))["type"] == "state"
+            await ws.send_json({"type": "navigate", "url": site + "/slow", "id": "nav"})
+            await ws.send_json({"type": "mouse", "action": "move", "x": 5, "y": 5, "id": "move"})
+            acks = []
+            while len(acks) < 2:
+                msg = await ws.receive_json(timeout=20)
+                assert msg["type"] != "error", msg
+                if msg["type"] == "ack":
+                    acks.append(msg["id"])
+            assert acks == ["move", "nav"]
+            assert await lease.page.evaluate("document.readyState") == "complete"
+            assert await lease.page.evaluate("location.pathname") == "/slow"

@@ -6,6 +6,7 @@ aiohttp server on 127.0.0.1 with an ephemeral port.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping
 
@@ -35,11 +36,15 @@ def solid(color: str) -> str:
 
 
 @contextlib.asynccontextmanager
-async def serve_pages(pages: Mapping[str, str]) -> AsyncIterator[str]:
+async def serve_pages(pages: Mapping[str, str], *, delays: Mapping[str, float] | None = None
+                      ) -> AsyncIterator[str]:
+    """`delays`: seconds a path waits before it answers (a slow resource)."""
     async def handler(request: web.Request) -> web.Response:
         body = pages.get(request.path)
         if body is None:
             raise web.HTTPNotFound()
+        if delays and request.path in delays:
+            await asyncio.sleep(delays[request.path])
         return web.Response(text=body, content_type="text/html")
 
     app = web.Application()
