@@ -10,20 +10,21 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["APIClient", "AudioData", "BrowserContext", "BrowserPage", "Lease", "LkpoolError",
-           "PaintData", "Pool", "Settings"]
+__all__ = ["APIClient", "AudioData", "BrowserContext", "BrowserPage", "Dialog", "Lease",
+           "LkpoolError", "PaintData", "Pool", "Settings"]
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from .client import APIClient
     from .config import Settings
     from .context import BrowserContext
-    from .page import AudioData, BrowserPage, PaintData
+    from .page import AudioData, BrowserPage, Dialog, PaintData
     from .errors import LkpoolError
     from .pool import Lease, Pool
 
 _LAZY = {"Settings": ".config", "AudioData": ".page", "BrowserContext": ".context",
-         "BrowserPage": ".page", "PaintData": ".page", "LkpoolError": ".errors",
+         "BrowserPage": ".page", "Dialog": ".page", "PaintData": ".page",
+         "LkpoolError": ".errors",
          "Pool": ".pool", "Lease": ".pool", "APIClient": ".client"}
 
 

@@ -461,6 +461,8 @@ class BrowserContext(EventEmitter[ContextEvent]):
         p.UrlChanged: lambda self, m: self._page_event(m, BrowserPage._on_url),
         p.TitleChanged: lambda self, m: self._page_event(m, BrowserPage._on_title),
         p.CursorChanged: lambda self, m: self._page_event(m, BrowserPage._on_cursor),
+        p.DialogOpened: lambda self, m: self._page_event(m, BrowserPage._on_dialog_opened),
+        p.DialogClosed: lambda self, m: self._page_event(m, BrowserPage._on_dialog_closed),
         p.PageClosed: _on_page_closed,
     }
 

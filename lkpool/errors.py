@@ -11,7 +11,8 @@
      │    └── ClosedError                       used after aclose()
      ├── PageError                              the page refused a request  -> 400/422
      │    ├── NoSuchPage                        unknown page id
-     │    └── NavigationError                   the URL could not be loaded
+     │    ├── NavigationError                   the URL could not be loaded
+     │    └── DialogOpen                        input while a JS dialog waits -> 409
      ├── InvalidArgument (also ValueError)      a size, framerate, key... out of range -> 400
      ├── LiveKitUnreachable                     LiveKit refused or unreachable -> 502
      └── PoolError
@@ -70,6 +71,13 @@ class NoSuchPage(PageError):
 
 class NavigationError(PageError):
     code = "navigation_failed"
+
+
+class DialogOpen(PageError):
+    """The page shows a JavaScript dialog: input waits until it is answered."""
+
+    code = "dialog_open"
+    status = 409
 
 
 class InvalidArgument(LkpoolError, ValueError):

@@ -26,7 +26,8 @@ from .shm.framebuffer import FrameBuffers, copy_rects
 if TYPE_CHECKING:
     from .context import BrowserContext
 
-PageEvent = Literal["paint", "audio", "url_changed", "title_changed", "cursor_changed", "closed"]
+PageEvent = Literal["paint", "audio", "url_changed", "title_changed", "cursor_changed",
+                   "dialog_opened", "dialog_closed", "closed"]
 _BUTTONS = {"left": 0, "middle": 1, "right": 2}
 
 
@@ -37,6 +38,15 @@ class PaintData:
     width: int
     height: int
     captured_ns: int = 0  # CLOCK_MONOTONIC when the child grabbed the frame
+
+
+@dataclass(frozen=True)
+class Dialog:
+    """A JavaScript dialog the page opened: its scripts are paused until it is answered
+    (`BrowserPage.handle_dialog`)."""
+    kind: str  # alert, confirm, prompt, beforeunload
+    message: str
+    default_prompt: str = ""
 
 
 @dataclass
@@ -69,6 +79,7 @@ class BrowserPage(EventEmitter[PageEvent]):
         self.url = url
         self.title = ""
         self.cursor = "default"
+        self.dialog: Dialog | None = None  # the open JavaScript dialog, if any
         self.width = width
         self.height = height
         self.framerate = framerate
@@ -195,6 +206,14 @@ class BrowserPage(EventEmitter[PageEvent]):
         self.cursor = msg.cursor
         self.emit("cursor_changed", msg.cursor)
 
+    def _on_dialog_opened(self, msg: p.DialogOpened) -> None:
+        self.dialog = Dialog(msg.kind, msg.message, msg.default_prompt)
+        self.emit("dialog_opened", self.dialog)
+
+    def _on_dialog_closed(self, msg: p.DialogClosed) -> None:
+        self.dialog = None
+        self.emit("dialog_closed", msg.accepted)
+
     # ---- requests -----------------------------------------------------------------------
 
     async def _call(self, make: Callable[[int], p.Message], timeout: float | None = None) -> str:
@@ -317,6 +336,17 @@ class BrowserPage(EventEmitter[PageEvent]):
                 windows_key_code=s.key.vk, native_key_code=0,
                 character=ord(s.text) if len(s.text) == 1 else 0, key=s.key.key,
                 code=s.key.code, text=s.text), handled=i == len(strokes) - 1)
+
+    async def handle_dialog(self, accept: bool = True, prompt_text: str = "") -> None:
+        """Answers the open JavaScript dialog (OK or Cancel; `prompt_text` for a prompt).
+        `PageError` when none is open. Until it is answered the page's scripts are paused,
+        and a click or key that opened it returns as soon as it opened."""
+        if not isinstance(prompt_text, str):
+            raise InvalidArgument("prompt_text must be a string")
+        await self._call(lambda req: p.HandleDialog(req=req, page_id=self._id,
+                                                    accept=bool(accept),
+                                                    prompt_text=prompt_text))
+        self.dialog = None  # answered; `dialog_closed` follows from Chromium
 
     async def send_focus_event(self, set_focus: bool = True) -> None:
         await self._call(lambda req: p.Focus(req=req, page_id=self._id,

@@ -13,12 +13,17 @@ import pytest_asyncio
 
 from lkpool import BrowserContext, PaintData, Settings
 from lkpool.errors import (BrowserStartError, ClosedError, InstanceCrashed, InvalidArgument,
-                           NavigationError, RequestTimeout)
+                           NavigationError, PageError, RequestTimeout)
 from tests.support.pages import CLICKS, serve_pages, solid
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
+DIALOGS = """<body style='margin:0'>
+<button style='position:absolute;left:0;top:0;width:100px;height:50px'
+ onclick="window.r = confirm('sure?')">c</button>
+<button style='position:absolute;left:0;top:60px;width:100px;height:50px'
+ onclick="window.r = prompt('name?', 'x')">p</button></body>"""
 MOVES = """<body style='margin:0'><script>window.log = [];
 addEventListener('mousemove', e => log.push(e.clientX));
 addEventListener('mousedown', e => log.push('down'));</script></body>"""
@@ -28,7 +33,7 @@ addEventListener('mousedown', e => log.push('down'));</script></body>"""
 async def site():
     async with serve_pages({"/clicks": CLICKS, "/green": solid("rgb(0,255,0)"),
                             "/titled": "<title>hi there</title><body>x</body>",
-                            "/moves": MOVES}) as base:
+                            "/moves": MOVES, "/dialogs": DIALOGS}) as base:
         yield base
 
 
@@ -149,6 +154,38 @@ async def test_screencast_of_a_page_made_at_about_blank(tmp_path) -> None:
 
 def _near(got: list[int], want: list[int], tolerance: int = 4) -> bool:
     return all(abs(a - b) <= tolerance for a, b in zip(got, want))
+
+
+async def test_javascript_dialogs(ctx, site) -> None:
+    """A click that opens a dialog returns once it opened (the page's scripts are paused,
+    so it would otherwise wait until someone answers); the dialog is an event and
+    `page.dialog`, answered with handle_dialog; answering none is a PageError."""
+    page = await ctx.new_page(url=f"{site}/dialogs", width=320, height=240)
+    try:
+        seen = []
+        page.on("dialog_opened", seen.append)
+        page.on("dialog_closed", lambda accepted: seen.append(("closed", accepted)))
+        await page.evaluate("new Promise(r => document.readyState === 'complete' ? r() : "
+                            "addEventListener('load', r))")
+        await page.click(50, 25)
+        assert page.dialog is not None
+        assert (page.dialog.kind, page.dialog.message) == ("confirm", "sure?")
+        await page.handle_dialog(accept=False)
+        assert page.dialog is None and await page.evaluate("window.r") is False
+        await page.click(50, 85)
+        assert page.dialog.default_prompt == "x"
+        await page.handle_dialog(accept=True, prompt_text="Ada")
+        assert await page.evaluate("window.r") == "Ada"
+        assert [d.kind for d in seen if not isinstance(d, tuple)] == ["confirm", "prompt"]
+        for _ in range(50):  # Chromium's closing event may trail the answer a little
+            if ("closed", True) in seen:
+                break
+            await asyncio.sleep(0.05)
+        assert ("closed", False) in seen and ("closed", True) in seen
+        with pytest.raises(PageError):
+            await page.handle_dialog()
+    finally:
+        await page.aclose()
 
 
 async def test_navigation_events_and_errors(ctx, site) -> None:

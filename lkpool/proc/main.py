@@ -107,6 +107,7 @@ class Child:
                 m.type, m.modifiers, m.windows_key_code, m.native_key_code, m.character,
                 m.key, m.code, m.text),
             p.Focus: lambda m: page(m.page_id).focus(m.set_focus),
+            p.HandleDialog: lambda m: page(m.page_id).handle_dialog(m.accept, m.prompt_text),
             p.Evaluate: self.evaluate, p.Ping: self.ping, p.Shutdown: self.shutdown,
         }
 

@@ -45,6 +45,16 @@ def check_size(width: int, height: int, framerate: int | None = None) -> None:
         raise ValueError(f"framerate {framerate} is not in 1..{MAX_FRAMERATE}")
 
 
+# a tab's event (kind, value) -> the message that tells the parent
+EVENTS: dict[str, Callable[[int, Any], p.Message]] = {
+    "url": p.UrlChanged, "title": p.TitleChanged, "cursor": p.CursorChanged,
+    "closed": p.PageClosed,
+    "dialog_opened": lambda page_id, d: p.DialogOpened(
+        page_id, d.get("type", ""), d.get("message", ""), d.get("defaultPrompt", "")),
+    "dialog_closed": lambda page_id, d: p.DialogClosed(page_id, bool(d.get("result"))),
+}
+
+
 class Pages:
     """Page id -> its state, with the commands that make, resize and end pages."""
 
@@ -213,13 +223,10 @@ class Pages:
             state.out.buffers.release(m.buffer_id)
 
 
-    def _event(self, page_id: int, kind: str, value: str) -> None:
-        make = {"url": p.UrlChanged, "title": p.TitleChanged, "cursor": p.CursorChanged}
+    def _event(self, page_id: int, kind: str, value: Any) -> None:
         if kind == "closed":
             self._spawn(self.drop(page_id))
-            self._send(p.PageClosed(page_id, value))
-        else:
-            self._send(make[kind](page_id, value))
+        self._send(EVENTS[kind](page_id, value))
 
     def target_gone(self, target_id: str | None, reason: str) -> None:
         for state in list(self.states.values()):

@@ -204,6 +204,15 @@ class Shutdown(Message):
     req: int
 
 
+@message(18)
+class HandleDialog(Message):
+    """Answers the page's open alert/confirm/prompt/beforeunload dialog."""
+    req: int
+    page_id: int
+    accept: bool
+    prompt_text: str
+
+
 # ---- child -> parent ---------------------------------------------------------------------
 
 @message(64)
@@ -274,6 +283,21 @@ class CursorChanged(Message):
 class PageClosed(Message):
     page_id: int
     reason: str
+
+
+@message(73)
+class DialogOpened(Message):
+    """The page opened a JavaScript dialog and waits, its scripts paused, for an answer."""
+    page_id: int
+    kind: str  # alert, confirm, prompt, beforeunload
+    message: str
+    default_prompt: str
+
+
+@message(74)
+class DialogClosed(Message):
+    page_id: int
+    accepted: bool
 
 
 @message(72)

@@ -50,12 +50,13 @@ class Page:
             # Chromium reports a <title> parsed after commit in no event: ask at these points
             cdp.on("Page.domContentEventFired", self._on_document_event),
             cdp.on("Page.loadEventFired", self._on_document_event),
-            cdp.on("Page.javascriptDialogOpening", self._on_dialog(True)),
-            cdp.on("Page.javascriptDialogClosed", self._on_dialog(False)),
+            cdp.on("Page.javascriptDialogOpening", self._on_dialog_opening),
+            cdp.on("Page.javascriptDialogClosed", self._on_dialog_closed),
         ]
         # an alert()/confirm()/prompt() blocks the page's scripts until someone answers it:
         # the page is waiting, not stuck, and the health probe must tell the two apart
         self.dialog_open = False
+        self._dialog_opened: asyncio.Event = asyncio.Event()
 
     @classmethod
     async def attach(cls, cdp, page_id: int, target_id: str, emit) -> Page:
@@ -109,11 +110,40 @@ class Page:
             self.title = title
             self.emit("title", title)
 
-    def _on_dialog(self, is_open: bool):
-        def handler(_params: dict, session_id: str | None) -> None:
-            if session_id == self.session:
-                self.dialog_open = is_open
-        return handler
+    def _on_dialog_opening(self, params: dict, session_id: str | None) -> None:
+        if session_id != self.session:
+            return
+        self.dialog_open = True
+        self._dialog_opened.set()
+        self.emit("dialog_opened", params)
+
+    def _on_dialog_closed(self, params: dict, session_id: str | None) -> None:
+        if session_id != self.session:
+            return
+        self.dialog_open = False
+        self._dialog_opened.clear()
+        self.emit("dialog_closed", params)
+
+    async def handle_dialog(self, accept: bool, prompt_text: str) -> None:
+        await self.call("Page.handleJavaScriptDialog", {"accept": accept,
+                                                        "promptText": prompt_text})
+
+    async def _input(self, method: str, params: dict) -> None:
+        """Dispatches an input event. Chromium answers once the page handled it, but a
+        handler that opens a dialog is paused until the dialog is answered: the event was
+        delivered then, so the answer is not waited for (it comes, and is dropped, later)."""
+        loop = asyncio.get_running_loop()
+        # eager: the command is written now, so input keeps its order with other commands
+        call = asyncio.Task(self.call(method, params), loop=loop, eager_start=True)
+        opened = asyncio.ensure_future(self._dialog_opened.wait())
+        try:
+            await asyncio.wait({call, opened}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            opened.cancel()
+        if call.done():
+            call.result()
+        else:
+            call.add_done_callback(lambda f: f.cancelled() or f.exception())
 
     def _on_document_event(self, _params: dict, session_id: str | None) -> None:
         if session_id != self.session or self.closed:
@@ -196,7 +226,7 @@ class Page:
 
     # -- input --
     async def mouse_move(self, x: int, y: int, leave: bool, modifiers: int) -> None:
-        await self.call("Input.dispatchMouseEvent", {
+        await self._input("Input.dispatchMouseEvent", {
             "type": "mouseMoved", "x": x, "y": y, "modifiers": modifiers,
             "buttons": self._buttons})
         if not leave:
@@ -211,13 +241,13 @@ class Page:
             self._buttons &= ~BUTTON_BITS[name]
         else:
             self._buttons |= BUTTON_BITS[name]
-        await self.call("Input.dispatchMouseEvent", {
+        await self._input("Input.dispatchMouseEvent", {
             "type": "mouseReleased" if up else "mousePressed", "x": x, "y": y,
             "button": name, "clickCount": max(1, count), "modifiers": modifiers,
             "buttons": self._buttons})
 
     async def mouse_wheel(self, x: int, y: int, dx: int, dy: int, modifiers: int) -> None:
-        await self.call("Input.dispatchMouseEvent", {
+        await self._input("Input.dispatchMouseEvent", {
             "type": "mouseWheel", "x": x, "y": y, "deltaX": dx, "deltaY": dy,
             "modifiers": modifiers})
 
@@ -233,7 +263,7 @@ class Page:
                   "key": key, "code": code}
         if text and cdp_type != "keyUp":
             params["text"] = params["unmodifiedText"] = text
-        await self.call("Input.dispatchKeyEvent", params)
+        await self._input("Input.dispatchKeyEvent", params)
 
     async def focus(self, set_focus: bool) -> None:
         if set_focus:

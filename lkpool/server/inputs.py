@@ -11,6 +11,10 @@ is one entry in `PARSERS`; a parser returns the coroutine function that applies 
     {"type":"text","text":"hello"}
     {"type":"navigate","url":"https://..."}   {"type":"back"} {"type":"forward"} {"type":"reload"}
     {"type":"resize","width":1280,"height":720}
+    {"type":"dialog","action":"accept|dismiss","text":"for a prompt"}
+
+While the page shows a JavaScript dialog its scripts are paused: mouse, key and text events
+are refused with `dialog_open` (409) until a `dialog` event answers it.
 
 Any event may carry an `id` (string or integer) that the answer repeats.
 """
@@ -24,7 +28,7 @@ from urllib.parse import urlsplit
 
 from .. import keys
 from ..config import MAX_HEIGHT, MAX_WIDTH
-from ..errors import InvalidArgument
+from ..errors import DialogOpen, InvalidArgument
 
 Apply = Callable[[Any], Awaitable[Any]]  # page -> awaitable
 
@@ -198,6 +202,26 @@ def _resize(event: dict, page: Any) -> Apply:
     return lambda p: p.resize(width, height)
 
 
+def _dialog(event: dict, page: Any) -> Apply:
+    _only(event, frozenset({"action", "text"}))
+    action = _string(event, "action", choices=DIALOG_ACTIONS)
+    text = _string(event, "text", max_len=MAX_TEXT, default="")
+    return lambda p: p.handle_dialog(action == "accept", text)
+
+
+def _unless_dialog(apply: Apply) -> Apply:
+    """Input for a page whose scripts a dialog paused would wait in Chromium and land, out
+    of its time, once someone answers: it is refused instead, when it is applied (so a
+    `dialog` answer earlier in the same batch counts)."""
+    async def run(p: Any) -> Any:
+        dialog = getattr(p, "dialog", None)
+        if dialog is not None:
+            raise DialogOpen(f"the page shows a {dialog.kind} dialog ({dialog.message[:100]!r})"
+                             ": answer it with a 'dialog' event first")
+        return await apply(p)
+    return run
+
+
 PARSERS: dict[str, Callable[[dict, Any], Apply]] = {
     "mouse": _mouse,
     "key": _key,
@@ -207,7 +231,10 @@ PARSERS: dict[str, Callable[[dict, Any], Apply]] = {
     "forward": _history("go_forward"),
     "reload": _history("reload"),
     "resize": _resize,
+    "dialog": _dialog,
 }
+DIALOG_ACTIONS = ("accept", "dismiss")
+PAUSED_BY_DIALOG = frozenset({"mouse", "key", "text"})
 
 
 def parse(event: Any, page: Any) -> Apply:
@@ -221,7 +248,8 @@ def parse(event: Any, page: Any) -> Apply:
     if event_id is not None and (not isinstance(event_id, str | int) or
                                  isinstance(event_id, bool)):
         raise InvalidEvent("'id' must be a string or an integer", "id")
-    return PARSERS[kind](event, page)
+    apply = PARSERS[kind](event, page)
+    return _unless_dialog(apply) if kind in PAUSED_BY_DIALOG else apply
 
 
 def error_message(exc: Exception, event: Any = None) -> dict[str, Any]:

@@ -84,14 +84,14 @@ SPEC: dict[str, Any] = {
         "/session/{session_id}/input": {
             "parameters": [_SESSION],
             "post": {"summary": "input events (mouse, key, text, navigate, back, forward, "
-                                "reload, resize), one or a list; all checked before any is "
-                                "applied",
+                                "reload, resize, dialog), one or a list; all checked before "
+                                "any is applied; answered once the page handled them",
                      "security": [],
                      "requestBody": _json_body({"oneOf": [{"type": "object"},
                                                           {"type": "array",
                                                            "items": {"type": "object"}}]}),
                      "responses": _ok({"type": "object", "required": ["ok", "applied"]})
-                     | _errors(400, 403, 404, 413)},
+                     | _errors(400, 403, 404, 409, 413)},
         },
         "/session/{session_id}/publish": {
             "parameters": [_SESSION],

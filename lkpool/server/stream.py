@@ -29,7 +29,21 @@ logger = logging.getLogger(__name__)
 
 
 TOUCH_INTERVAL = 1.0  # seconds between pool.touch calls while a socket streams
-PAGE_EVENTS = ("url_changed", "title_changed", "cursor_changed")
+def _dialog(dialog: Any) -> dict[str, Any] | None:
+    if dialog is None:
+        return None
+    return {"kind": dialog.kind, "message": dialog.message,
+            "default_prompt": dialog.default_prompt}
+
+
+# a page event -> the message the input socket pushes for it
+PAGE_EVENTS: dict[str, Callable[[Any], dict[str, Any]]] = {
+    "url_changed": lambda url: {"type": "url_changed", "url": url},
+    "title_changed": lambda title: {"type": "title_changed", "title": title},
+    "cursor_changed": lambda cursor: {"type": "cursor_changed", "cursor": cursor},
+    "dialog_opened": lambda dialog: {"type": "dialog_opened", **(_dialog(dialog) or {})},
+    "dialog_closed": lambda accepted: {"type": "dialog_closed", "accepted": bool(accepted)},
+}
 WAITS_FOR_LOAD = frozenset({"navigate"})  # input events whose answer waits for a page load
 MAX_INPUT_MESSAGE = 64 * 1024
 
@@ -133,7 +147,8 @@ async def apply_event(page: Any, event: Any) -> None:
 def _state(page: Any) -> dict[str, Any]:
     return {"type": "state", "url": getattr(page, "url", ""), "title": getattr(page, "title", ""),
             "cursor": getattr(page, "cursor", "default"), "width": page.width,
-            "height": page.height, "framerate": page.framerate}
+            "height": page.height, "framerate": page.framerate,
+            "dialog": _dialog(getattr(page, "dialog", None))}
 
 
 async def input_ws(request: web.Request) -> web.WebSocketResponse:
@@ -146,9 +161,8 @@ async def input_ws(request: web.Request) -> web.WebSocketResponse:
     touch = _Toucher(pool, lease.session_id)
 
     listener_ids = [
-        page.on(name, lambda value, name=name: outbox.put_nowait(
-            {"type": name, name.removesuffix("_changed"): value}))
-        for name in PAGE_EVENTS
+        page.on(name, lambda value, make=make: outbox.put_nowait(make(value)))
+        for name, make in PAGE_EVENTS.items()
     ]
     await outbox.put(_state(page))
 

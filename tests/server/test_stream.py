@@ -168,3 +168,38 @@ async def test_a_slow_load_does_not_hold_the_input_behind_it(small: Settings) ->
             assert acks == ["move", "nav"]
             assert await lease.page.evaluate("document.readyState") == "complete"
             assert await lease.page.evaluate("location.pathname") == "/slow"
+
+
+DIALOG_PAGE = """<body style='margin:0'><button style='width:200px;height:100px'
+ onclick="window.r = confirm('sure?')">go</button></body>"""
+
+
+async def test_a_dialog_on_the_input_socket(small: Settings) -> None:
+    """A dialog the page opens is pushed to the input socket; mouse, key and text input
+    are refused with dialog_open until a dialog event answers it."""
+    async with serve_pages({"/d": DIALOG_PAGE}) as site, \
+            stream_server(small) as (base, pool), aiohttp.ClientSession() as http:
+        lease = await pool.acquire(60, url=site + "/d")
+        await _wait_path(lease.page, "/d")
+        async with http.ws_connect(f"{base}/session/{lease.session_id}/input") as ws:
+            assert (await ws.receive_json(timeout=10))["dialog"] is None
+            await ws.send_json({"type": "mouse", "action": "click", "x": 50, "y": 50, "id": 1})
+            got = {}
+            while "dialog_opened" not in got or "ack" not in got:
+                msg = await ws.receive_json(timeout=20)
+                got[msg["type"]] = msg
+            assert got["dialog_opened"] == {"type": "dialog_opened", "kind": "confirm",
+                                            "message": "sure?", "default_prompt": ""}
+            await ws.send_json({"type": "text", "text": "x", "id": 2})
+            err = await ws.receive_json(timeout=10)
+            assert (err["type"], err["error"], err["id"]) == ("error", "dialog_open", 2)
+            await ws.send_json({"type": "dialog", "action": "maybe", "id": 3})
+            err = await ws.receive_json(timeout=10)
+            assert (err["error"], err["field"]) == ("invalid_argument", "action")
+            await ws.send_json({"type": "dialog", "action": "dismiss", "id": 4})
+            got = {}
+            while "dialog_closed" not in got or "ack" not in got:
+                msg = await ws.receive_json(timeout=20)
+                got[msg["type"]] = msg
+            assert got["dialog_closed"]["accepted"] is False and got["ack"]["id"] == 4
+            assert await lease.page.evaluate("window.r") is False

@@ -22,6 +22,8 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 BUTTON = """<html><body style='margin:0;background:#0000ff'>
 <button id=b style='position:absolute;left:100px;top:80px;width:120px;height:80px'
  onclick="window.clicked = true; document.body.style.background = '#00ff00'">go</button>
+<button id=ask style='position:absolute;left:250px;top:190px;width:60px;height:40px'
+ onclick="window.name_given = prompt('your name?', '')">ask</button>
 </body></html>"""
 
 
@@ -79,6 +81,18 @@ async def test_view_shows_and_drives_the_page(settings, tmp_path) -> None:
                 lambda: _evaluate(server.http, server.base, sid, "window.clicked === true"),
                 "the click to reach the page")
             await wait_until_async(lambda: _is(centre_pixel(), (0, 255, 0)), "green in view")
+
+            # a prompt the page opens shows above the screen, and is answered there
+            await view.mouse.click(box["x"] + 280 * box["width"] / 320,
+                                   box["y"] + 210 * box["height"] / 240)
+            await view.wait_for_function("window.lkview.dialog !== null", timeout=10_000)
+            assert "your name?" in await view.locator("#dialog-text").inner_text()
+            await view.locator("#dialog-input").fill("Ada")
+            await view.locator("#dialog-ok").click()
+            await wait_until_async(
+                lambda: _evaluate(server.http, server.base, sid, "window.name_given === 'Ada'"),
+                "the answer to reach the page")
+            assert not await view.locator("#dialog").is_visible()
 
             listing = await context.new_page()
             await listing.goto(server.base + "/")
