@@ -19,6 +19,9 @@ from tests.support.pages import CLICKS, serve_pages, solid
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
+OPENER = """<body style='margin:0;background:rgb(0,255,0)'>
+<button style='position:absolute;left:0;top:0;width:100px;height:50px'
+ onclick="window.popup = window.open('/popup', '_blank')">open</button></body>"""
 DIALOGS = """<body style='margin:0'>
 <button style='position:absolute;left:0;top:0;width:100px;height:50px'
  onclick="window.r = confirm('sure?')">c</button>
@@ -33,7 +36,8 @@ addEventListener('mousedown', e => log.push('down'));</script></body>"""
 async def site():
     async with serve_pages({"/clicks": CLICKS, "/green": solid("rgb(0,255,0)"),
                             "/titled": "<title>hi there</title><body>x</body>",
-                            "/moves": MOVES, "/dialogs": DIALOGS}) as base:
+                            "/moves": MOVES, "/dialogs": DIALOGS, "/opener": OPENER,
+                            "/popup": solid("rgb(255,0,0)")}) as base:
         yield base
 
 
@@ -184,6 +188,33 @@ async def test_javascript_dialogs(ctx, site) -> None:
         assert ("closed", False) in seen and ("closed", True) in seen
         with pytest.raises(PageError):
             await page.handle_dialog()
+    finally:
+        await page.aclose()
+
+
+async def test_a_popup_does_not_take_the_screen(ctx, site) -> None:
+    """A page the leased page opens (window.open) comes up over it on the X screen; the
+    leased page is brought back in front, so the frames show the page input goes to."""
+    if ctx.capture != "x11":
+        pytest.skip("only the x11 capture shows a screen that a popup can cover")
+    page = await ctx.new_page(url=f"{site}/opener", width=320, height=240)
+    try:
+        await page.evaluate("new Promise(r => document.readyState === 'complete' ? r() : "
+                            "addEventListener('load', r))")
+        before = page.frames
+        await page.click(50, 25)
+        assert await page.evaluate("!!window.popup && !window.popup.closed")
+        pixel = None
+        for _ in range(60):
+            await asyncio.sleep(0.1)
+            frame = page.last_frame
+            if page.frames > before and frame is not None:
+                pixels = np.frombuffer(bytes(frame.data), np.uint8).reshape(240, 320, 4)
+                pixel = pixels[200, 250].tolist()[:3]
+                if pixel == [0, 255, 0] and page.frames > before + 1:
+                    break
+        assert pixel == [0, 255, 0], (pixel, page.frames - before)  # green, not the red popup
+        await page.evaluate("window.popup.close()")
     finally:
         await page.aclose()
 

@@ -126,6 +126,8 @@ class Child:
         self.cdp.on("disconnected", lambda reason: self.crashed(f"devtools closed: {reason}"))
         self.cdp.on("Target.targetDestroyed", lambda prm, _s: self.pages.target_gone(
             prm.get("targetId"), "closed"))
+        self.cdp.on("Target.targetCreated", lambda prm, _s: self.pages.target_created(
+            prm.get("targetInfo", {})))
         self.cdp.on("Target.targetCrashed", lambda prm, _s: self.pages.target_gone(
             prm.get("targetId"), "crashed"))
         await self.cdp.send("Target.setDiscoverTargets", {"discover": True})

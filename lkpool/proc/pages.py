@@ -9,6 +9,7 @@ tab, blank, for the next one: closing Chromium's last tab would end the browser.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Callable, Coroutine
@@ -44,6 +45,8 @@ def check_size(width: int, height: int, framerate: int | None = None) -> None:
     if framerate is not None and not 0 < framerate <= MAX_FRAMERATE:
         raise ValueError(f"framerate {framerate} is not in 1..{MAX_FRAMERATE}")
 
+
+FRONT_AGAIN = (0.0, 0.1, 0.4)  # seconds between the bringToFront calls after a new page
 
 # a tab's event (kind, value) -> the message that tells the parent
 EVENTS: dict[str, Callable[[int, Any], p.Message]] = {
@@ -227,6 +230,25 @@ class Pages:
         if kind == "closed":
             self._spawn(self.drop(page_id))
         self._send(EVENTS[kind](page_id, value))
+
+    def target_created(self, info: dict) -> None:
+        """A page Chromium opened on its own (a popup, `window.open`, a client's new tab)
+        comes to the front of the X screen, over the page the x11 capture shows: frames
+        would show it while input still goes to the leased page. The leased page is
+        brought back in front, so what the frames show is what input reaches."""
+        if info.get("type") != "page":
+            return
+        for state in self.states.values():
+            if state.native and state.on_screen and info.get("targetId") != state.page.target_id:
+                self._spawn(self._to_front(state.page))
+
+    async def _to_front(self, page: Page) -> None:
+        for delay in FRONT_AGAIN:  # the new window maps a moment after its target exists
+            await asyncio.sleep(delay)
+            try:
+                await page.call("Page.bringToFront")
+            except (CDPError, PageGone):
+                return
 
     def target_gone(self, target_id: str | None, reason: str) -> None:
         for state in list(self.states.values()):
