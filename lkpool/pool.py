@@ -488,8 +488,12 @@ class Pool(EventEmitter[PoolEvent]):
         try:
             assert slot.page is not None and slot.context is not None
             await slot.page.navigate("about:blank")
+            profile = getattr(slot.context, "profile_dir", None)  # lkpool's engine has one
             await recycle.reset_browser(slot.debugging_port, slot.origins,
-                                        self.settings.request_timeout, slot.browser_path)
+                                        self.settings.request_timeout, slot.browser_path,
+                                        profiles.downloads_dir(profile) if profile else None)
+            if profile:
+                await asyncio.to_thread(profiles.empty_downloads, profile)
         except Exception as exc:
             slot.log.warning("reset failed, replacing the instance: %s", exc)
             if slot.state is State.LEASED:

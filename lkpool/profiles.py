@@ -1,6 +1,10 @@
 """Profile folders: a fresh one per instance under CHROMIUM_PROFILE_BASE_DIR, and what
 Chromium ties to it outside that folder.
 
+Downloads go to the profile's own `Downloads` folder (the child tells Chromium so at start),
+not to `$HOME/Downloads`, where every lease's files would pile up on the host and outlive
+their instance; the reuse policy empties it between leases.
+
 Chromium's process singleton (the lock that keeps a second browser off a profile) puts its
 socket in a folder of its own in the temp dir (`/tmp/org.chromium.Chromium.XXXXXX`) and
 links it from the profile as `SingletonSocket`. Only a clean exit removes that folder, and
@@ -16,15 +20,25 @@ import tempfile
 import time
 from pathlib import Path
 
-import psutil
-
 PREFIX = "lkpool-"
+DOWNLOADS = "Downloads"
 SINGLETON_FOLDER_PREFIX = "org.chromium.Chromium."
 
 
 def create(base_dir: str) -> str:
     os.makedirs(base_dir, exist_ok=True)
     return tempfile.mkdtemp(prefix=PREFIX, dir=base_dir)
+
+
+def downloads_dir(profile: str) -> str:
+    return os.path.join(profile, DOWNLOADS)
+
+
+def empty_downloads(profile: str) -> None:
+    """What a lease downloaded goes, before the instance serves the next lease."""
+    folder = downloads_dir(profile)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(folder, exist_ok=True)
 
 
 def remove(path: str) -> None:
@@ -71,6 +85,8 @@ def purge_leftovers(base_dir: str) -> list[str]:
 
 def _profiles_in_use() -> set[str]:
     found = set()
+    import psutil  # here: the child imports this module, and needs nothing of psutil
+
     for proc in psutil.process_iter(["cmdline"]):
         for arg in proc.info.get("cmdline") or ():
             if arg.startswith("--user-data-dir="):

@@ -59,11 +59,12 @@ def origin_of(url: str) -> str | None:
 
 
 async def reset_browser(port: int, origins: set[str], timeout: float,
-                        browser_path: str | None = None) -> None:
+                        browser_path: str | None = None, downloads: str | None = None) -> None:
     """Clears what a session left in a browser through its browser-level CDP endpoint, once
-    the primary page shows about:blank: other tabs closed, cookies cleared, and the storage
-    of every origin seen cleared. `browser_path` (known from the instance's start) saves a
-    /json/version round trip. Each clearing step is best effort: Chromium answers
+    the primary page shows about:blank: other tabs closed, cookies cleared, the storage
+    of every origin seen cleared, and downloads sent to `downloads` again (a client may
+    have sent them elsewhere; the caller empties that folder). `browser_path` (known from
+    the instance's start) saves a /json/version round trip. Each clearing step is best effort: Chromium answers
     `Storage.clearDataForOrigin` with "Internal error" for storage types an origin never
     used, having cleared the others. A browser that stops answering fails the reset."""
     from .proc.cdp import CDPClosed, CDPConnection, CDPError, CDPTimeout
@@ -95,6 +96,8 @@ async def reset_browser(port: int, origins: set[str], timeout: float,
             if t.get("url") not in ("about:blank", ""):
                 await step("Target.closeTarget", targetId=t["targetId"])
         await step("Storage.clearCookies")
+        if downloads:
+            await step("Browser.setDownloadBehavior", behavior="allow", downloadPath=downloads)
         for origin in sorted(origins):
             await step("Storage.clearDataForOrigin", origin=origin, storageTypes="all")
 

@@ -14,7 +14,8 @@ from lkpool.pool import Pool, State
 from tests.server.conftest import wait_until
 from tests.support.pages import serve_pages
 
-COOKIE_PAGE = "<title>c</title><body>cookie</body>"
+COOKIE_PAGE = ("<title>c</title><body>cookie<a id=d download='lkpool-test-download.txt' "
+               "href='data:text/plain,secret'>d</a></body>")
 
 
 @pytest.fixture
@@ -74,9 +75,13 @@ async def test_waiters_are_served_in_order_then_exhausted(small) -> None:
         assert order == ["first", "second"]
 
 
+NAME = "lkpool-test-download.txt"
+
+
 async def test_opt_in_reuse_resets_the_instance(small) -> None:
     """With MAX_REUSABLE=2 an instance serves two leases, reset in between (cookie gone,
-    page blank), and check_invalid sees its stats; after two uses it is replaced."""
+    page blank, downloads gone), and check_invalid sees its stats; after two uses it is
+    replaced. Downloads land in the profile, not in $HOME/Downloads."""
     seen: list[dict] = []
 
     def check_invalid(stats: dict) -> bool:
@@ -89,12 +94,18 @@ async def test_opt_in_reuse_resets_the_instance(small) -> None:
         await pool.wait_ready()
         async with pool.lease(url=f"{site}/c") as first:
             await first.page.evaluate("document.cookie = 'who=first; max-age=3600'")
+            await first.page.evaluate("document.getElementById('d').click()")
+            downloaded = Path(first.context.profile_dir) / "Downloads" / NAME
+            await wait_until(downloaded.exists, what="the download in the profile")
+            assert downloaded.read_text() == "secret"
+            assert not (Path.home() / "Downloads" / NAME).exists()
         await wait_until(lambda: pool.counts()["instances"]["idle"] >= 1, what="the reset")
         async with pool.lease() as second:
             assert second.context is first.context
             assert await second.page.evaluate("location.href") == "about:blank"
             await second.page.navigate(f"{site}/c")
             assert await second.page.evaluate("document.cookie") == ""
+            assert not downloaded.exists() and downloaded.parent.is_dir()
         assert seen and seen[0]["count"] == 1
         await wait_until(lambda: first.context.closed_reason == "closed",
                          what="the instance to be replaced after two uses")

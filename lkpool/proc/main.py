@@ -25,6 +25,7 @@ import time
 import urllib.parse
 from typing import Any
 
+from .. import profiles
 from ..config import Settings
 from ..errors import BrowserStartError
 from ..tasks import spawn
@@ -131,6 +132,10 @@ class Child:
         self.cdp.on("Target.targetCrashed", lambda prm, _s: self.pages.target_gone(
             prm.get("targetId"), "crashed"))
         await self.cdp.send("Target.setDiscoverTargets", {"discover": True})
+        downloads = profiles.downloads_dir(self.profile_dir)
+        os.makedirs(downloads, exist_ok=True)
+        await self.cdp.send("Browser.setDownloadBehavior", {"behavior": "allow",
+                                                            "downloadPath": downloads})
         targets = (await self.cdp.send("Target.getTargets"))["targetInfos"]
         launched = self.launched
         screen = Screen(launched.display, launched.largest, launched.window) \
