@@ -19,6 +19,8 @@ from tests.support.pages import CLICKS, serve_pages, solid
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
+BROWSER_UI = """<body style='margin:0;background:rgb(0,0,255)'>
+<input id=f type=file style='position:absolute;left:0;top:0;width:100px;height:40px'></body>"""
 OPENER = """<body style='margin:0;background:rgb(0,255,0)'>
 <button style='position:absolute;left:0;top:0;width:100px;height:50px'
  onclick="window.popup = window.open('/popup', '_blank')">open</button></body>"""
@@ -37,7 +39,7 @@ async def site():
     async with serve_pages({"/clicks": CLICKS, "/green": solid("rgb(0,255,0)"),
                             "/titled": "<title>hi there</title><body>x</body>",
                             "/moves": MOVES, "/dialogs": DIALOGS, "/opener": OPENER,
-                            "/popup": solid("rgb(255,0,0)")}) as base:
+                            "/popup": solid("rgb(255,0,0)"), "/chrome": BROWSER_UI}) as base:
         yield base
 
 
@@ -215,6 +217,26 @@ async def test_a_popup_does_not_take_the_screen(ctx, site) -> None:
                     break
         assert pixel == [0, 255, 0], (pixel, page.frames - before)  # green, not the red popup
         await page.evaluate("window.popup.close()")
+    finally:
+        await page.aclose()
+
+
+async def test_browser_ui_never_covers_the_page_or_waits(ctx, site) -> None:
+    """What Chromium would show as its own UI, which CDP input cannot reach, does not stop
+    the page: a permission prompt is denied, window.print() returns, and a file input opens
+    no chooser over the page (it would show the host's folders to whoever watches)."""
+    page = await ctx.new_page(url=f"{site}/chrome", width=320, height=240)
+    try:
+        await page.evaluate("new Promise(r => document.readyState === 'complete' ? r() : "
+                            "addEventListener('load', r))")
+        assert await page.evaluate("Notification.requestPermission()", timeout=10) == "denied"
+        assert await page.evaluate("window.print(); 'printed'", timeout=10) == "printed"
+        await page.click(50, 20)  # the file input
+        await asyncio.sleep(1.0)  # a chooser would be on the screen by now
+        frame = page.last_frame
+        pixels = np.frombuffer(bytes(frame.data), np.uint8).reshape(240, 320, 4)
+        assert pixels[180, 250].tolist()[:3] == [255, 0, 0]  # the page's blue, in BGRA
+        assert await page.evaluate("document.getElementById('f').files.length", timeout=10) == 0
     finally:
         await page.aclose()
 

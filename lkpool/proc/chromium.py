@@ -45,6 +45,13 @@ BASE_FLAGS = [
     # group) to write reports nobody reads
     "--disable-crashpad-for-testing",
     "--autoplay-policy=no-user-gesture-required",
+    # a permission prompt (notifications, location, camera...) is browser UI drawn over the
+    # page, which CDP input cannot reach: the page would wait on it for ever. Denied, as
+    # Playwright does; a client can still grant permissions (Browser.grantPermissions)
+    "--deny-permission-prompts",
+    # window.print() opens a modal print preview that pauses the page: print at once
+    # instead (to no printer, the page goes on)
+    "--kiosk-printing",
     # frames must keep coming whatever Chromium thinks about window visibility
     "--disable-renderer-backgrounding", "--disable-backgrounding-occluded-windows",
     "--disable-background-timer-throttling",

@@ -64,6 +64,11 @@ class Page:
         page = cls(cdp, page_id, target_id, res["sessionId"], emit)
         await page.call("Page.enable")
         await page.call("Page.setLifecycleEventsEnabled", {"enabled": True})
+        # an <input type=file> would open the toolkit's file chooser on the X screen: over
+        # the page, out of reach of CDP input, showing the host's folders to whoever
+        # watches. Intercepted, no chooser opens (clients set files with
+        # DOM.setFileInputFiles, as Playwright's setInputFiles does)
+        await page.call("Page.setInterceptFileChooserDialog", {"enabled": True})
         tree = await page.call("Page.getFrameTree")
         page.main_frame = tree["frameTree"]["frame"]["id"]
         return page
@@ -140,10 +145,11 @@ class Page:
             await asyncio.wait({call, opened}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             opened.cancel()
+            # an answer nobody waits for any more (a dialog opened, or we were cancelled)
+            # is dropped, its error included
+            call.add_done_callback(lambda f: f.cancelled() or f.exception())
         if call.done():
             call.result()
-        else:
-            call.add_done_callback(lambda f: f.cancelled() or f.exception())
 
     def _on_document_event(self, _params: dict, session_id: str | None) -> None:
         if session_id != self.session or self.closed:
