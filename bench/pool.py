@@ -22,10 +22,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -173,7 +175,8 @@ async def cold_launch(chromium: str, http: aiohttp.ClientSession) -> float:
     proc = await asyncio.create_subprocess_exec(
         chromium, *BASE_FLAGS, "--headless=new", f"--window-size={WIDTH},{HEIGHT}",
         "--remote-debugging-port=0", f"--user-data-dir={profile}", "about:blank",
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        start_new_session=True)  # its group: no helper outlives it writing into the profile
     try:
         port_file = os.path.join(profile, "DevToolsActivePort")
         while True:
@@ -187,7 +190,8 @@ async def cold_launch(chromium: str, http: aiohttp.ClientSession) -> float:
             await CDP(ws).call("Browser.getVersion")
             return time.perf_counter() - started
     finally:
-        proc.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
         await proc.wait()
         profile_folders.remove(profile)  # with Chromium's singleton folder in /tmp
 
