@@ -411,6 +411,7 @@ class Pool(EventEmitter[PoolEvent]):
         if slot.state is not State.STARTING:  # crashed while its page was being made
             await self._discard(slot)
             return
+        slot.page.on("closed", lambda reason: self._on_page_closed(slot, reason))
         if self.policy.max_reusable > 0:
             slot.page.on("url_changed", lambda url: self._note_origin(slot, url))
         slot.browser_path = getattr(slot.context, "browser_path", None)
@@ -539,6 +540,16 @@ class Pool(EventEmitter[PoolEvent]):
         if slot.state in (State.STOPPING, State.DEAD) or reason == "closed":
             return
         self._crashed(slot, f"instance {reason}")
+
+    def _on_page_closed(self, slot: Slot, reason: str) -> None:
+        """The instance's page ended while the instance lives on. A renderer crash leaves a
+        dead page that no lease can use: the lease ends (crashed) and the instance is
+        replaced, as for a browser crash; so is a warm page that closed. A leased page a
+        client closed (`Target.closeTarget`) leaves the lease to that client."""
+        if slot.state in (State.STOPPING, State.DEAD):
+            return
+        if reason == "crashed" or slot.state is State.IDLE:
+            self._crashed(slot, f"its page {reason}")
 
     def _crashed(self, slot: Slot, why: str) -> None:
         if slot.state in (State.STOPPING, State.DEAD):

@@ -60,3 +60,21 @@ async def test_killed_chromium_ends_lease_as_crashed(small) -> None:
         async with srv.http.get(srv.url("/metrics")) as resp:
             text = await resp.text()
         assert "lkpool_crashes_total 1.0" in text and "lkpool_restarts_total 1.0" in text
+
+
+async def test_crashed_page_ends_lease_as_crashed(small) -> None:
+    """A renderer crash of the leased page (the browser lives on) leaves a dead page no one
+    can use: the lease ends with `crashed`, its proxied WebSocket closes with 1011, and the
+    instance is replaced."""
+    async with run_server(small) as srv:
+        body = await srv.allocate(timeout=60)
+        sid, port = body["session_id"], body["debugging_port"]
+        async with srv.http.get(f"{srv.base}/session/{sid}/json/list") as resp:
+            page = next(t for t in await resp.json() if t["type"] == "page")
+        async with srv.http.ws_connect(body["ws_url"]) as browser_ws, \
+                srv.http.ws_connect(page["webSocketDebuggerUrl"]) as page_ws:
+            await page_ws.send_json({"id": 1, "method": "Page.crash"})
+            closing = await browser_ws.receive(timeout=30)
+        assert (browser_ws.close_code, closing.extra) == (1011, "crashed")
+        assert srv.pool.ended(sid).end_reason == "crashed"
+        await wait_until(lambda: idle_ports(srv) - {port}, what="a replacement instance")
