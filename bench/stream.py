@@ -204,8 +204,8 @@ async def main(args: argparse.Namespace) -> None:
                 cpu: dict[tuple[str, int], list[tuple[float, float]]] = {}
                 # the last case is the first with the system's own congestion control on
                 # the viewers' sockets (paced, BBR here): what loopback.py saves
-                for case, fmt, cc in (("raw", "raw", loopback.UNPACED),
-                                      ("jpeg", "jpeg", loopback.UNPACED),
+                unpaced = loopback.UNPACED
+                for case, fmt, cc in (("raw", "raw", unpaced), ("jpeg", "jpeg", unpaced),
                                       (f"raw {SYSTEM_CC}", "raw", SYSTEM_CC.encode())):
                     loopback.UNPACED = cc
                     # alternating keeps the machine's drift out of the 4-vs-1 ratio
@@ -218,7 +218,7 @@ async def main(args: argparse.Namespace) -> None:
                               f"{fps / r['paint_fps']:>7.2f}{r['p50']:>8.1f}{r['p95']:>8.1f}"
                               f"{max(r['skipped']):>9}{r['server_cpu']:>10.0%}"
                               f"{r['lkpool_cpu']:>11.0%}{r['client_cpu']:>11.0%}")
-                loopback.UNPACED = b"reno"
+                loopback.UNPACED = unpaced
                 floor = await asyncio.to_thread(kernel_floor, args.width * args.height * 4,
                                                 args.fps, min(args.seconds, 4.0))
                 per_viewer = {}

@@ -278,12 +278,12 @@ class BrowserPage(EventEmitter[PageEvent]):
     # handled, which means all of theirs were: Chromium handles input in order.
 
     async def _input(self, make: Callable[[int], p.Message], *, handled: bool = False) -> None:
+        if handled:
+            await self._call(make)
+            return
         if self.closed:
             raise ClosedError(f"page {self._id} is closed ({self.close_reason})")
-        if handled:
-            await self._ctx._request(make)
-        else:
-            await self._ctx._post(make)
+        await self._ctx._post(make)
 
     async def input_handled(self, timeout: float | None = None) -> None:
         """Returns once the page handled every input event sent so far (`RequestTimeout`

@@ -50,13 +50,12 @@ class Page:
             # Chromium reports a <title> parsed after commit in no event: ask at these points
             cdp.on("Page.domContentEventFired", self._on_document_event),
             cdp.on("Page.loadEventFired", self._on_document_event),
-            cdp.on("Page.javascriptDialogOpening", self._on_dialog_opening),
-            cdp.on("Page.javascriptDialogClosed", self._on_dialog_closed),
+            cdp.on("Page.javascriptDialogOpening", self._on_dialog(True)),
+            cdp.on("Page.javascriptDialogClosed", self._on_dialog(False)),
         ]
         # an alert()/confirm()/prompt() blocks the page's scripts until someone answers it:
         # the page is waiting, not stuck, and the health probe must tell the two apart
-        self.dialog_open = False
-        self._dialog_opened: asyncio.Event = asyncio.Event()
+        self._dialog = asyncio.Event()  # set while a dialog is open
 
     @classmethod
     async def attach(cls, cdp, page_id: int, target_id: str, emit) -> Page:
@@ -115,19 +114,16 @@ class Page:
             self.title = title
             self.emit("title", title)
 
-    def _on_dialog_opening(self, params: dict, session_id: str | None) -> None:
-        if session_id != self.session:
-            return
-        self.dialog_open = True
-        self._dialog_opened.set()
-        self.emit("dialog_opened", params)
+    @property
+    def dialog_open(self) -> bool:
+        return self._dialog.is_set()
 
-    def _on_dialog_closed(self, params: dict, session_id: str | None) -> None:
-        if session_id != self.session:
-            return
-        self.dialog_open = False
-        self._dialog_opened.clear()
-        self.emit("dialog_closed", params)
+    def _on_dialog(self, is_open: bool):
+        def handler(params: dict, session_id: str | None) -> None:
+            if session_id == self.session:
+                self._dialog.set() if is_open else self._dialog.clear()
+                self.emit("dialog_opened" if is_open else "dialog_closed", params)
+        return handler
 
     async def handle_dialog(self, accept: bool, prompt_text: str) -> None:
         await self.call("Page.handleJavaScriptDialog", {"accept": accept,
@@ -140,7 +136,7 @@ class Page:
         loop = asyncio.get_running_loop()
         # eager: the command is written now, so input keeps its order with other commands
         call = asyncio.Task(self.call(method, params), loop=loop, eager_start=True)
-        opened = asyncio.ensure_future(self._dialog_opened.wait())
+        opened = asyncio.ensure_future(self._dialog.wait())
         try:
             await asyncio.wait({call, opened}, return_when=asyncio.FIRST_COMPLETED)
         finally:

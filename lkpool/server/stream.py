@@ -29,7 +29,8 @@ logger = logging.getLogger(__name__)
 
 
 TOUCH_INTERVAL = 1.0  # seconds between pool.touch calls while a socket streams
-def _dialog(dialog: Any) -> dict[str, Any] | None:
+def _dialog(dialog: Any) -> Any:
+    """A page's `Dialog` as JSON fields (None stays None: no dialog open)."""
     if dialog is None:
         return None
     return {"kind": dialog.kind, "message": dialog.message,
@@ -41,7 +42,7 @@ PAGE_EVENTS: dict[str, Callable[[Any], dict[str, Any]]] = {
     "url_changed": lambda url: {"type": "url_changed", "url": url},
     "title_changed": lambda title: {"type": "title_changed", "title": title},
     "cursor_changed": lambda cursor: {"type": "cursor_changed", "cursor": cursor},
-    "dialog_opened": lambda dialog: {"type": "dialog_opened", **(_dialog(dialog) or {})},
+    "dialog_opened": lambda dialog: {"type": "dialog_opened", **_dialog(dialog)},
     "dialog_closed": lambda accepted: {"type": "dialog_closed", "accepted": bool(accepted)},
 }
 WAITS_FOR_LOAD = frozenset({"navigate"})  # input events whose answer waits for a page load
