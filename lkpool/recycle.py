@@ -9,7 +9,6 @@ way to be sure nothing of one session reaches the next.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -101,9 +100,3 @@ async def reset_browser(port: int, origins: set[str], timeout: float,
         for origin in sorted(origins):
             await step("Storage.clearDataForOrigin", origin=origin, storageTypes="all")
 
-
-def stats(*, count: int, created: float, last_used: float) -> dict[str, Any]:
-    """The object-pool stats handed to `check_invalid`: uses, age and last use."""
-    now = time.monotonic()
-    return {"count": count, "age": now - created, "last_used": last_used,
-            "new": count == 0}
