@@ -63,9 +63,10 @@ async def reset_browser(port: int, origins: set[str], timeout: float,
     the primary page shows about:blank: other tabs closed, cookies cleared, the storage
     of every origin seen cleared, and downloads sent to `downloads` again (a client may
     have sent them elsewhere; the caller empties that folder). `browser_path` (known from
-    the instance's start) saves a /json/version round trip. Each clearing step is best effort: Chromium answers
-    `Storage.clearDataForOrigin` with "Internal error" for storage types an origin never
-    used, having cleared the others. A browser that stops answering fails the reset."""
+    the instance's start) saves a /json/version round trip. Each clearing step is best
+    effort: Chromium answers `Storage.clearDataForOrigin` with "Internal error" for storage
+    types an origin never used, having cleared the others. A browser that stops answering
+    fails the reset."""
     from .proc.cdp import CDPClosed, CDPConnection, CDPError, CDPTimeout
     from .proc.chromium import browser_ws_url
 

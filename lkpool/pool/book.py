@@ -164,6 +164,7 @@ class Pool(WarmSet):
             if self._state != "open":
                 raise PoolClosed("the pool closed before the lease began")
             raise InstanceCrashed("the instance died before the lease began")
+        assert slot.context is not None and slot.page is not None  # a LEASED slot has both
         now = time.time()
         lease = Lease(session_id=secrets.token_urlsafe(24), context=slot.context,
                       page=slot.page, debugging_port=slot.debugging_port,
@@ -261,11 +262,11 @@ class Pool(WarmSet):
         """Records activity on a lease (it will not end for being idle)."""
         self.get(session_id).touch()
 
-    def list(self) -> list[Lease]:
-        return list(self._leases.values())
-
     def ended_leases(self) -> list[Lease]:
         return [lease for _, lease in self._ended.values()]
+
+    def list(self) -> list[Lease]:  # defined last: below it, `list` means this method
+        return list(self._leases.values())
 
     @contextlib.asynccontextmanager
     async def lease(self, timeout: float | None = None, **options: Any

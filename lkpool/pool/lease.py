@@ -45,7 +45,7 @@ class EndReason(enum.StrEnum):
 
 class _SlotLog(logging.LoggerAdapter):
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
-        return f"[slot {self.extra['slot']}] {msg}", kwargs
+        return f"[slot {(self.extra or {}).get('slot')}] {msg}", kwargs
 
 
 class Slot:
