@@ -13,15 +13,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
 from aiohttp import web
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from ..config import Settings
 from ..pool import Pool
-from ..server.appkeys import CLUSTER, POOL
+from ..server.appkeys import CLUSTER, METRICS, POOL
 from . import internal, routing
 from .placement import Placement
 from .registry import Registry
@@ -133,6 +135,28 @@ class Cluster:
                 "queued": f.queued}
 
 
+class ClusterCollector(Collector):
+    """/metrics: the cluster's figures as the last heartbeat saw them (no Redis call in a
+    scrape)."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+
+    def collect(self) -> Iterator[Metric]:
+        reg = self.cluster._registry
+        if reg is None:
+            return
+        f = reg.figures
+        for name, doc, value in (
+                ("nodes_up", "nodes whose heartbeat is fresh", f.nodes_up),
+                ("capacity", "slots of the nodes taking placements", f.capacity),
+                ("used", "slots placed or leased across the cluster", f.used),
+                ("queued", "allocations waiting in the cluster's queue", f.queued),
+                ("store_up", "1 while this node reaches the cluster's Redis",
+                 int(reg.store_error is None))):
+            yield GaugeMetricFamily(f"lkpool_cluster_{name}", doc, value=value)
+
+
 def install(app: web.Application, settings: Settings) -> None:
     """Cluster mode: the middlewares, the internal routes and the node's life."""
     cluster = Cluster(settings)
@@ -142,6 +166,7 @@ def install(app: web.Application, settings: Settings) -> None:
     mws.insert(1, internal.middleware(cluster))
     mws.append(routing.middleware(cluster))
     app.router.add_routes(internal.routes(cluster))
+    app[METRICS].registry.register(ClusterCollector(cluster))
 
     async def cluster_ctx(app: web.Application) -> AsyncIterator[None]:
         pool = app[POOL]

@@ -74,7 +74,7 @@ class Placement:
             left = deadline - time.monotonic()
             got = None
             if left > 0:
-                got = await reg.store.client.blpop([answer_key], timeout=max(left, 0.01))
+                got = await reg.store.blocking.blpop([answer_key], timeout=max(left, 0.01))
             if got:
                 return str(got[1])
         except BaseException:

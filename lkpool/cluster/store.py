@@ -33,6 +33,9 @@ class Store:
         self.client = redis.Redis.from_url(url, socket_timeout=timeout,
                                            socket_connect_timeout=timeout,
                                            decode_responses=True)
+        # BLPOP waits longer than any socket timeout: its own client, without one
+        self.blocking = redis.Redis.from_url(url, socket_connect_timeout=timeout,
+                                             decode_responses=True)
         self._scripts: dict[str, AsyncScript] = {
             name: self.client.register_script(_source(name)) for name in SCRIPTS}
 
@@ -45,3 +48,4 @@ class Store:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+        await self.blocking.aclose()

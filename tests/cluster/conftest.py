@@ -100,7 +100,11 @@ class LocalCluster:
     redis: Redis
     profiles: Path
     logs: Path
+    # a per-test cluster's processes count in the per-test leak check; a shared one's are
+    # checked when the module ends (its nodes start warm instances during any test)
+    tracked: bool = True
     nodes: dict[str, Node] = field(default_factory=dict)
+    pids: set[int] = field(default_factory=set)
 
     def start_node(self, name: str, port: int | None = None, **env: str) -> Node:
         node = self.nodes.get(name) or Node(name, port or free_port(),
@@ -112,7 +116,9 @@ class LocalCluster:
             node.proc = subprocess.Popen(
                 [sys.executable, "-m", "lkpool", "serve", "--host", "127.0.0.1", "--port",
                  str(node.port)], env=environ, stdout=log, stderr=log)
-        leaks.spawned_pids.add(node.proc.pid)
+        self.pids.add(node.proc.pid)
+        if self.tracked:
+            leaks.spawned_pids.add(node.proc.pid)
         self.nodes[name] = node
 
         def up() -> bool:
@@ -144,14 +150,14 @@ class LocalCluster:
         self.redis.kill()
 
 
-def _make(tmp: Path) -> LocalCluster:
+def _make(tmp: Path, tracked: bool = True) -> LocalCluster:
     profiles = tmp / "cluster-profiles"
     logs = tmp / "logs"
     profiles.mkdir()
     logs.mkdir()
     redis = Redis(free_port())
     redis.start()
-    cluster = LocalCluster(redis, profiles, logs)
+    cluster = LocalCluster(redis, profiles, logs, tracked)
     try:
         for name in NAMES:
             cluster.start_node(name)
@@ -175,6 +181,9 @@ def _finish(cluster: LocalCluster) -> None:
     cluster.close()
     left = list(cluster.profiles.iterdir())
     assert not left, f"profiles left by the nodes: {left}"
+    shm = [n for n in leaks.shm_names()
+           if any(n.startswith(f"{leaks.SHM_PREFIX}{pid}_") for pid in cluster.pids)]
+    assert not shm, f"shared memory left by the nodes: {shm}"
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +191,7 @@ def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCl
     """Three nodes kept for the module; each test leaves no lease behind."""
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed (make test installs it)")
-    cluster = _make(tmp_path_factory.mktemp("cluster"))
+    cluster = _make(tmp_path_factory.mktemp("cluster"), tracked=False)
     yield cluster
     _finish(cluster)
 
