@@ -88,10 +88,14 @@ async def owner_of(cluster: Cluster, nid: str, session_id: str) -> NodeInfo:
                                  f"unreachable: {exc or type(exc).__name__}") from None
     if info is not None:
         return info
-    reason = record.get("reason", "node_lost")
+    raise gone(session_id, record.get("reason", "node_lost"))
+
+
+def gone(session_id: str, reason: str) -> SessionGone:
+    """410 for a session that ended on a node of the cluster, saying why."""
     if reason == "node_lost":
-        raise NodeLost(f"session {session_id} ended: node_lost (node {nid} is gone)")
-    raise SessionGone(f"session {session_id} ended: {reason}")
+        return NodeLost(f"session {session_id} ended: node_lost (its node is gone)")
+    return SessionGone(f"session {session_id} ended: {reason}")
 
 
 def _forward_headers(cluster: Cluster, request: web.Request) -> dict[str, str]:
@@ -131,7 +135,7 @@ async def _maybe_lost(cluster: Cluster, owner: NodeInfo, request: web.Request) -
     with contextlib.suppress(*StoreError):
         record = await cluster.registry.session_record(match.group(1))
         if record.get("state") == "gone":
-            raise SessionGone(f"session ended: {record.get('reason', 'node_lost')}")
+            raise gone(match.group(1), record.get("reason", "node_lost"))
 
 
 async def _websocket(cluster: Cluster, request: web.Request, owner: NodeInfo
