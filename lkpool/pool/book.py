@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import socket
 import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable
@@ -77,7 +78,7 @@ class Pool(WarmSet):
         if self._state != "new":
             raise PoolClosed(f"pool already {self._state}: create a new Pool")
         removed = await asyncio.to_thread(profiles.purge_leftovers,
-                                          self.settings.chromium_profile_base_dir)
+                                          self.settings.chromium_profile_base_dir, self._owner)
         if removed:
             logger.info("purged %d profile folders left by an earlier run", len(removed))
         self._state = "open"
@@ -120,9 +121,15 @@ class Pool(WarmSet):
                     self._stop(slot)
             while self._tasks:
                 await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            profiles.forget_owner(self.settings.chromium_profile_base_dir, self._owner)
         finally:
             self._state = "closed"
             self._closed_event.set()
+
+    @property
+    def _owner(self) -> str:
+        """Whose profile folders these are, across runs: the node's name and port."""
+        return f"{self.settings.node_name or socket.gethostname()}-{self.settings.port}"
 
     @property
     def closed(self) -> bool:
