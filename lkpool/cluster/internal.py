@@ -2,6 +2,8 @@
 
     POST /_cluster/acquire    make the lease of a session placed on this node
     GET  /_cluster/browsers   this node's instances and leases, for GET /browsers anywhere
+    POST /_cluster/drain      no more placements here (Kubernetes' preStop), its leases
+                              carry on until they end; answers how many are left
 
 Their middleware runs before TOKEN auth: the secret replaces the token here and nowhere
 else, so these endpoints are no way around it (a request without the secret gets 403, and
@@ -84,4 +86,10 @@ def routes(cluster: Cluster) -> list[web.RouteDef]:
     async def browsers(request: web.Request) -> web.Response:
         return web.json_response(cluster.local_browsers())
 
-    return [web.post(PREFIX + "acquire", acquire), web.get(PREFIX + "browsers", browsers)]
+    async def drain(request: web.Request) -> web.Response:
+        await cluster.drain()
+        return web.json_response({"state": cluster.registry.state,
+                                  "leases": len(cluster.registry.pool.list())})
+
+    return [web.post(PREFIX + "acquire", acquire), web.get(PREFIX + "browsers", browsers),
+            web.post(PREFIX + "drain", drain)]

@@ -50,14 +50,14 @@ class Placement:
     async def allocate(self, timeout: float | None, options: dict[str, Any]) -> dict[str, Any]:
         """Places and makes one lease somewhere in the cluster; its answer as a dict."""
         reg = self.registry
-        if reg.state != "up":
-            raise PoolExhausted("this node is draining: ask another node")
+        # a draining node still places, elsewhere: the scripts never pick a draining node
+        preferred = reg.nid if reg.state == "up" else ""
         wait = self.settings.acquire_timeout
         deadline = time.monotonic() + wait
         rid = secrets.token_urlsafe(12)
         try:
             result = await reg.store.run(
-                "place", reg.nid, ids.new_random(), reg.starting_ttl_ms, reg.timeout_ms,
+                "place", preferred, ids.new_random(), reg.starting_ttl_ms, reg.timeout_ms,
                 rid, reg.request_ttl_ms)
             sid = result[1] if result[0] == "placed" else await self._wait(rid, deadline)
         except StoreError as exc:
