@@ -19,6 +19,7 @@ import contextlib
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -31,6 +32,12 @@ from .registry import Registry
 from .store import StoreError
 
 logger = logging.getLogger("lkpool.cluster")
+
+WAIT_STEP = 0.25  # seconds of one BLPOP: how soon a waiter that went away leaves the queue
+
+
+class ClientGone(PoolExhausted):
+    """The caller closed its connection: whatever was placed for it is given back."""
 
 
 def lease_answer(lease: Lease) -> dict[str, Any]:
@@ -47,8 +54,11 @@ class Placement:
         self.http = http
         self.settings = registry.settings
 
-    async def allocate(self, timeout: float | None, options: dict[str, Any]) -> dict[str, Any]:
-        """Places and makes one lease somewhere in the cluster; its answer as a dict."""
+    async def allocate(self, timeout: float | None, options: dict[str, Any],
+                       gone: Callable[[], bool] = lambda: False) -> dict[str, Any]:
+        """Places and makes one lease somewhere in the cluster; its answer as a dict.
+        `gone()` tells whether the caller went away (a closed connection): then nothing is
+        placed for it, and a lease made meanwhile is released at once."""
         reg = self.registry
         # a draining node still places, elsewhere: the scripts never pick a draining node
         preferred = reg.nid if reg.state == "up" else ""
@@ -59,27 +69,52 @@ class Placement:
             result = await reg.store.run(
                 "place", preferred, ids.new_random(), reg.starting_ttl_ms, reg.timeout_ms,
                 rid, reg.request_ttl_ms)
-            sid = result[1] if result[0] == "placed" else await self._wait(rid, deadline)
+            sid = result[1] if result[0] == "placed" else await self._wait(rid, deadline, gone)
         except StoreError as exc:
             raise ClusterUnavailable(
                 f"the cluster's Redis is unreachable, so no lease can be placed: "
                 f"{exc or type(exc).__name__}") from None
-        return await self._make(sid, timeout, options, max(0.0, deadline - time.monotonic()))
+        answer = await self._make(sid, timeout, options,
+                                  max(0.0, deadline - time.monotonic()))
+        if gone():  # nobody to hand it to: the slot goes back at once
+            await self._release_remote(sid)
+            raise ClientGone("the caller went away before the lease was made")
+        return answer
 
-    async def _wait(self, rid: str, deadline: float) -> str:
-        """The queued request's answer, or PoolExhausted once the deadline passed."""
+    async def _release_remote(self, sid: str) -> None:
+        """Ends a lease just made for a caller who left, on whichever node owns it."""
+        reg = self.registry
+        if ids.nid_of(sid) == reg.nid:
+            with contextlib.suppress(UnknownSession):
+                await self.pool.release(sid, "cancelled")
+            return
+        info = await reg.node(ids.nid_of(sid) or "")
+        if info is not None:
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                async with self.http.delete(
+                        f"{info.internal_url}/browser/{sid}",
+                        headers={SECRET_HEADER: self.settings.cluster_secret,
+                                 "Authorization": f"Bearer {self.settings.token}"},
+                        timeout=aiohttp.ClientTimeout(total=self.settings.request_timeout)):
+                    pass
+
+    async def _wait(self, rid: str, deadline: float, gone: Callable[[], bool]) -> str:
+        """The queued request's answer, or PoolExhausted once the deadline passed. Waits in
+        short steps, so a caller who went away leaves the queue within one."""
         reg = self.registry
         answer_key = reg.store.key("req", rid, "answer")
         try:
-            left = deadline - time.monotonic()
-            got = None
-            if left > 0:
-                got = await reg.store.blocking.blpop([answer_key], timeout=max(left, 0.01))
-            if got:
-                return str(got[1])
+            while (left := deadline - time.monotonic()) > 0 and not gone():
+                got = await reg.store.blocking.blpop([answer_key],
+                                                     timeout=max(min(left, WAIT_STEP), 0.01))
+                if got:
+                    return str(got[1])
         except BaseException:
             await self._cancel(rid)
             raise
+        if gone():
+            await self._cancel(rid)
+            raise ClientGone("the caller went away while waiting")
         if (late := await self._cancel(rid)) is not None:
             logger.info("request %s answered after its waiter gave up: %s… freed", rid,
                         late[:16])

@@ -111,7 +111,9 @@ async def allocate(request: web.Request) -> web.Response:
     public_host(request)  # an unusable Host fails before an instance is taken
     cluster = request.app.get(CLUSTER)
     if cluster is not None:  # placed on any node of the cluster, made by its owner
-        answer = await cluster.placement.allocate(timeout, options)
+        answer = await cluster.placement.allocate(
+            timeout, options, gone=lambda: request.transport is None
+            or request.transport.is_closing())
         proxy_url, ws_url = session_urls(request, answer["session_id"])
         return web.json_response({
             "session_id": answer["session_id"], "proxy_url": proxy_url, "ws_url": ws_url,

@@ -210,3 +210,54 @@ async def test_unknown_and_foreign_ids(shared_cluster: LocalCluster) -> None:
         async with http.get(f"{node.base}/browser/nonsense") as resp:
             assert resp.status == 404
             json.loads(await resp.text())
+
+
+async def test_index_page_lists_every_nodes_leases(shared_cluster: LocalCluster) -> None:
+    """The lease list at / of charlie shows a lease of alpha with its node, and its live
+    view link opens through charlie."""
+    from tests.server.test_view import CHROMIUM_ARGS
+
+    alpha, charlie = shared_cluster.nodes["alpha"], shared_cluster.nodes["charlie"]
+    async with aiohttp.ClientSession() as http, async_playwright() as pw:
+        lease = await allocate(http, alpha.base)
+        sid = lease["session_id"]
+        browser = await pw.chromium.launch(executable_path="/usr/bin/chromium",
+                                           args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page()
+            await page.goto(charlie.base + "/")
+            row = page.locator("#leases tbody tr", has_text=sid)
+            await row.wait_for(timeout=10_000)
+            assert lease["node"] in await row.inner_text()
+            await row.locator("a").click()
+            await page.wait_for_url(f"{charlie.base}/session/{sid}/view")
+        finally:
+            await browser.close()
+            await release_all(http, alpha.base, [sid])
+        await wait_used(http, alpha.base, 0)
+
+
+async def test_a_caller_who_gave_up_gets_nothing_started(shared_cluster: LocalCluster) -> None:
+    """A queued allocation whose client goes away (disconnect) leaves the queue at once and
+    is not served when a slot frees within ACQUIRE_TIMEOUT: the slot stays free, no lease
+    is made for it."""
+    entry = shared_cluster.nodes["bravo"]
+    async with aiohttp.ClientSession() as http:
+        sids = [(await allocate(http, entry.base))["session_id"] for _ in range(6)]
+        async with aiohttp.ClientSession() as quitter:
+            with pytest.raises(TimeoutError):
+                async with quitter.post(f"{entry.base}/browser",
+                                        timeout=aiohttp.ClientTimeout(total=1.0)):
+                    pass
+        await asyncio.sleep(0.6)  # the node notices the closed connection within 0.25 s
+        async with http.get(f"{entry.base}/health") as resp:
+            assert (await resp.json())["cluster"]["queued"] in (0, 1)  # as of a heartbeat ago
+        await release_all(http, entry.base, sids[:1])  # well within ACQUIRE_TIMEOUT (4 s)
+        await wait_used(http, entry.base, 5, queued=0)
+        await asyncio.sleep(0.5)
+        assert await used(http, entry.base) == 5
+        async with http.get(f"{entry.base}/browsers") as resp:
+            leased = {b["session_id"] for b in await resp.json() if b["session_id"]}
+        assert leased == set(sids[1:])
+        await release_all(http, entry.base, sids[1:])
+        await wait_used(http, entry.base, 0)
