@@ -26,6 +26,7 @@ import pytest
 from tests.support import leaks
 
 SECRET = "test-cluster-secret"
+GUARD_TOKEN = "test-token"
 NODE_ENV = {
     "MAX_INSTANCES": "2", "NUM_WARM": "1", "CLUSTER_HEARTBEAT": "0.25",
     "CLUSTER_NODE_TIMEOUT": "3", "ACQUIRE_TIMEOUT": "4", "WIDTH": "320", "HEIGHT": "240",
@@ -127,8 +128,7 @@ class LocalCluster:
             assert node.proc is not None
             if node.proc.poll() is not None:
                 raise AssertionError(f"node {name} exited:\n{node.log()[-3000:]}")
-            with urllib.request.urlopen(f"{node.base}/health", timeout=2) as resp:
-                return resp.status == 200
+            return _nodes_up(node, environ.get("TOKEN", "")) > 0  # /health answers
         wait_until(up, 60, f"node {name}")
         return node
 
@@ -152,7 +152,8 @@ class LocalCluster:
         self.redis.kill()
 
 
-def _make(tmp: Path, tracked: bool = True) -> LocalCluster:
+def _make(tmp: Path, tracked: bool = True, names: tuple[str, ...] = NAMES,
+          **env: str) -> LocalCluster:
     profiles = tmp / "cluster-profiles"
     logs = tmp / "logs"
     profiles.mkdir()
@@ -161,21 +162,23 @@ def _make(tmp: Path, tracked: bool = True) -> LocalCluster:
     redis.start()
     cluster = LocalCluster(redis, profiles, logs, tracked)
     try:
-        for name in NAMES:
-            cluster.start_node(name)
+        for name in names:
+            cluster.start_node(name, **env)
         # every node heard of the others
-        wait_until(lambda: all(_nodes_up(n) == len(NAMES) for n in cluster.nodes.values()),
-                   10, "all nodes registered")
+        wait_until(lambda: all(_nodes_up(n, env.get("TOKEN", "")) == len(names)
+                               for n in cluster.nodes.values()), 10, "all nodes registered")
     except BaseException:
         cluster.close()
         raise
     return cluster
 
 
-def _nodes_up(node: Node) -> int:
+def _nodes_up(node: Node, token: str = "") -> int:
     import json
 
-    with urllib.request.urlopen(f"{node.base}/health", timeout=2) as resp:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(f"{node.base}/health", headers=headers)
+    with urllib.request.urlopen(request, timeout=2) as resp:
         return int(json.load(resp)["cluster"]["nodes_up"])
 
 
@@ -196,6 +199,16 @@ def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCl
     cluster = _make(tmp_path_factory.mktemp("cluster"), tracked=False)
     yield cluster
     _finish(cluster)
+
+
+@pytest.fixture
+def guarded_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
+    """Two fresh nodes with TOKEN set."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (make test installs it)")
+    c = _make(tmp_path, names=("alpha", "bravo"), TOKEN=GUARD_TOKEN)
+    yield c
+    _finish(c)
 
 
 @pytest.fixture
