@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -169,8 +170,11 @@ def install(app: web.Application, settings: Settings) -> None:
     app[METRICS].registry.register(ClusterCollector(cluster))
 
     async def cluster_ctx(app: web.Application) -> AsyncIterator[None]:
+        from ..server import upstream
+
         pool = app[POOL]
         await cluster.start(pool)
+        cluster.placement.on_made = functools.partial(upstream.preconnect, app)
         try:
             yield
         finally:
