@@ -69,6 +69,8 @@ class Registry:
     _tasks: set[asyncio.Task] = field(default_factory=set)
     _beat_now: asyncio.Event = field(default_factory=asyncio.Event)
     _heartbeat: asyncio.Task | None = None
+    # ended here, not yet recorded in Redis (it was away): the next heartbeat says so
+    _unreleased: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -152,12 +154,13 @@ class Registry:
         """One heartbeat; a Redis that is away is noted (and said once), never raised."""
         s = self.settings
         live = [lease.session_id for lease in self.pool.list()]
+        ended = list(self._unreleased)
         try:
             reaped, dropped, up, capacity, used, queued, flat = await self.store.run(
                 "heartbeat", self.nid, self.internal_url, self.public_url, s.max_instances,
                 self.state, __version__, self.timeout_ms, self.gone_ttl_ms,
                 self.starting_ttl_ms, self.request_ttl_ms, len(self._older), *self._older,
-                *live)
+                len(ended), *ended, *live)
         except StoreError as exc:
             if self.store_error is None:
                 logger.warning("cluster store unreachable: %s", exc or type(exc).__name__)
@@ -167,6 +170,7 @@ class Registry:
             logger.info("cluster store reachable again: state written anew")
         self.store_error = None
         self._older = []
+        self._unreleased.difference_update(ended)
         self.figures = Figures(int(up), int(capacity), int(used), int(queued))
         nodes = {flat[i]: NodeInfo(*flat[i:i + 4]) for i in range(0, len(flat), 4)}
         for nid in reaped:
@@ -218,4 +222,5 @@ class Registry:
             await self.store.run("release", session_id, reason, self.gone_ttl_ms,
                                  self.timeout_ms, self.starting_ttl_ms, self.request_ttl_ms)
         except StoreError as exc:  # the next heartbeat that reaches Redis frees it
+            self._unreleased.add(session_id)
             logger.debug("release of %s… not recorded now: %s", session_id[:12], exc)

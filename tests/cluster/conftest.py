@@ -29,7 +29,7 @@ SECRET = "test-cluster-secret"
 GUARD_TOKEN = "test-token"
 NODE_ENV = {
     "MAX_INSTANCES": "2", "NUM_WARM": "1", "CLUSTER_HEARTBEAT": "0.25",
-    "CLUSTER_NODE_TIMEOUT": "3", "ACQUIRE_TIMEOUT": "4", "WIDTH": "320", "HEIGHT": "240",
+    "CLUSTER_NODE_TIMEOUT": "3", "ACQUIRE_TIMEOUT": "6", "WIDTH": "320", "HEIGHT": "240",
     "AUDIO": "0", "FRAMERATE": "10", "HEALTH_CHECK_INTERVAL": "1", "CLUSTER_SECRET": SECRET,
     "LOG_LEVEL": "INFO",
 }
@@ -196,7 +196,8 @@ def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCl
     """Three nodes kept for the module; each test leaves no lease behind."""
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed (make test installs it)")
-    cluster = _make(tmp_path_factory.mktemp("cluster"), tracked=False)
+    # every slot warm: a test's leases are handed out at once, however loaded the machine
+    cluster = _make(tmp_path_factory.mktemp("cluster"), tracked=False, NUM_WARM="2")
     yield cluster
     _finish(cluster)
 
