@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
+from urllib.parse import urlsplit
 
 from .errors import LkpoolError
 
@@ -99,10 +100,26 @@ class Settings:
     livekit_api_key: str = _knob("", "LiveKit API key for signing publish tokens")
     livekit_api_secret: str = _knob("", "LiveKit API secret for signing publish tokens")
     log_level: str = _knob("INFO", "logging level")
+    # ---- the edge: who may talk to the server, and how much (SECURITY.md) -------------------
+    public_url: str = _knob("", "URL clients use to reach this node")
+    allowed_hosts: str = _knob("", "extra Host names served, comma separated (IP addresses "
+                               "and localhost always are); * serves any")
+    allowed_origins: str = _knob("", "extra web origins (scheme://host[:port]) allowed to "
+                                 "open sockets and change state, comma separated")
+    livekit_room_prefix: str = _knob("lkpool-", "rooms and identities the server signs "
+                                     "publish tokens for must start with this")
+    max_session_sockets: int = _knob(16, "WebSockets open at once per session (frames, "
+                                     "input, CDP); more are closed with 1008", min=1,
+                                     max=1024)
+    client_timeout: float = _knob(15.0, "seconds a client has to send a request's head or "
+                                  "JSON body; also how long an idle keep-alive connection "
+                                  "stays open", min=1.0)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             _validate(f, getattr(self, f.name))
+        if self.public_url and urlsplit(self.public_url).scheme not in ("http", "https"):
+            raise ConfigError(f"PUBLIC_URL={self.public_url!r} must be an http(s):// URL")
         if self.num_warm > self.max_instances:
             raise ConfigError(
                 f"NUM_WARM={self.num_warm} is above MAX_INSTANCES={self.max_instances}"

@@ -22,7 +22,8 @@ logger = logging.getLogger(__name__)
 # codes of the HTTP errors that aiohttp raises itself (routing, body size)
 HTTP_CODES = {
     400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-    405: "method_not_allowed", 413: "request_too_large", 502: "bad_gateway",
+    405: "method_not_allowed", 408: "request_timeout", 413: "request_too_large",
+    415: "unsupported_media_type", 502: "bad_gateway",
     503: "unavailable", 504: "timeout",
 }
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from ..publish import PagePublisher, connect_room
 from ..tasks import spawn
 from .appkeys import POOL, PUBLICATIONS, SETTINGS
 from .auth import presented_token
+from .edge import read_json
 
 logger = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -66,11 +66,8 @@ class Publication:
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise InvalidArgument("the body must be a JSON object") from None
-    if not isinstance(body, dict):
+    body = await read_json(request, types=(dict,))
+    if body is None:
         raise InvalidArgument("the body must be a JSON object")
     return body
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -21,8 +20,9 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from ..errors import LkpoolError, UnknownSession
-from . import appkeys, inputs, loopback, view
+from ..errors import InvalidArgument, LkpoolError, UnknownSession, UnsupportedMediaType
+from . import appkeys, edge, inputs, loopback, view
+from .edge import read_json
 from .frames import Broadcasters, FrameOptions, ViewerStats, send_frames
 
 logger = logging.getLogger(__name__)
@@ -187,8 +187,8 @@ async def input_ws(request: web.Request) -> web.WebSocketResponse:
         event: Any = None
         try:
             try:
-                event = json.loads(text)
-            except ValueError as exc:
+                event = edge.loads(text)
+            except InvalidArgument as exc:
                 raise inputs.InvalidEvent(f"not JSON: {exc}") from None
             apply = inputs.parse(event, page)
         except (LkpoolError, ValueError) as exc:
@@ -231,8 +231,10 @@ async def input_post(request: web.Request) -> web.Response:
     lease = _lease(request)
     page = lease.page
     try:
-        body = await request.json()
-    except ValueError as exc:
+        body = await read_json(request, types=(dict, list))
+    except UnsupportedMediaType:
+        raise
+    except InvalidArgument as exc:
         return web.json_response(inputs.error_message(inputs.InvalidEvent(f"not JSON: {exc}")),
                                  status=400)
     events = body if isinstance(body, list) else [body]
