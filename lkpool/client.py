@@ -204,13 +204,11 @@ class APIClient:
             self._http = None
 
     def _headers(self) -> dict[str, str]:
+        """The token goes in a header, never in a URL (URLs end up in logs and Referers)."""
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
     def _params(self, params: dict[str, Any] | None = None) -> dict[str, str]:
-        out = {k: str(v) for k, v in (params or {}).items() if v is not None}
-        if self.token:
-            out["token"] = self.token
-        return out
+        return {k: str(v) for k, v in (params or {}).items() if v is not None}
 
     def _session(self) -> aiohttp.ClientSession:
         if self._http is None or self._http.closed:
