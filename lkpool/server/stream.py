@@ -24,6 +24,7 @@ from ..errors import InvalidArgument, LkpoolError, UnknownSession, UnsupportedMe
 from . import appkeys, edge, inputs, loopback, view
 from .edge import read_json
 from .frames import Broadcasters, FrameOptions, ViewerStats, send_frames
+from .outbox import Outbox
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,10 @@ PAGE_EVENTS: dict[str, Callable[[Any], dict[str, Any]]] = {
     "dialog_opened": lambda dialog: {"type": "dialog_opened", **_dialog(dialog)},
     "dialog_closed": lambda accepted: {"type": "dialog_closed", "accepted": bool(accepted)},
 }
+# the input socket's messages that describe a state: only the newest of each waits for a
+# slow reader; others (acks, errors, dialogs) queue, at most MAX_QUEUED (server/outbox.py)
+COALESCED = frozenset({"state", "url_changed", "title_changed", "cursor_changed"})
+MAX_QUEUED = 1024
 WAITS_FOR_LOAD = frozenset({"navigate"})  # input events whose answer waits for a page load
 MAX_INPUT_MESSAGE = 64 * 1024
 
@@ -158,14 +163,14 @@ async def input_ws(request: web.Request) -> web.WebSocketResponse:
     page = lease.page
     ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=MAX_INPUT_MESSAGE)
     await ws.prepare(request)
-    outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+    outbox = Outbox(coalesce=COALESCED, limit=MAX_QUEUED)
     touch = _Toucher(pool, lease.session_id)
 
     listener_ids = [
-        page.on(name, lambda value, make=make: outbox.put_nowait(make(value)))
+        page.on(name, lambda value, make=make: outbox.put(make(value)))
         for name, make in PAGE_EVENTS.items()
     ]
-    await outbox.put(_state(page))
+    outbox.put(_state(page))
 
     async def writer() -> None:
         while (msg := await outbox.get()) is not None:
@@ -178,10 +183,10 @@ async def input_ws(request: web.Request) -> web.WebSocketResponse:
         try:
             await apply(page)
         except (LkpoolError, ValueError) as exc:
-            await outbox.put(inputs.error_message(exc, event))
+            outbox.put(inputs.error_message(exc, event))
             return
         if isinstance(event, dict) and "id" in event:
-            await outbox.put({"type": "ack", "id": event["id"]})
+            outbox.put({"type": "ack", "id": event["id"]})
 
     async def on_message(text: str) -> None:
         event: Any = None
@@ -192,7 +197,7 @@ async def input_ws(request: web.Request) -> web.WebSocketResponse:
                 raise inputs.InvalidEvent(f"not JSON: {exc}") from None
             apply = inputs.parse(event, page)
         except (LkpoolError, ValueError) as exc:
-            await outbox.put(inputs.error_message(exc, event))
+            outbox.put(inputs.error_message(exc, event))
             return
         touch()
         if event.get("type") not in WAITS_FOR_LOAD:
@@ -209,19 +214,23 @@ async def input_ws(request: web.Request) -> web.WebSocketResponse:
 
     async def watch() -> None:
         reason = await _lease_gone(lease)
-        await outbox.put({"type": "closed", "reason": reason})
-        await outbox.put(None)
+        outbox.end({"type": "closed", "reason": reason})
         await asyncio.Event().wait()  # the writer ends the exchange
 
     try:
-        await _first_done(writer(), watch(), _drain(ws, on_message))
+        await _first_done(writer(), watch(), _drain(ws, on_message), outbox.wait_overflow())
     finally:
         for task in loads:
             task.cancel()
         await asyncio.gather(*loads, return_exceptions=True)
         for cb_id in listener_ids:
             page.off(cb_id)
-    if not ws.closed:
+    if outbox.overflowed:
+        logger.info("input socket of %s… closed: its reader stayed behind",
+                    lease.session_id[:6])
+        await ws.close(code=1008, message=f"the reader stayed behind (over {MAX_QUEUED} "
+                                          "messages waiting)".encode())
+    elif not ws.closed:
         await ws.close(code=1001, message=b"lease ended")
     return ws
 
