@@ -273,7 +273,7 @@ class APIClient:
             with contextlib.suppress(APIError):
                 await self.deallocate_browser()
             raise
-        self._log.debug("allocated %s", self.session_id)
+        self._log.debug("allocated %s…", self.session_id[:6])
         return self.session_id
 
     async def deallocate_browser(self) -> bool:

@@ -136,7 +136,7 @@ async def frames_ws(request: web.Request) -> web.WebSocketResponse:
             reason = await _lease_gone(lease)
 
         await _first_done(stream(), watch(), _drain(ws))
-    logger.debug("frames of %s: sent %d, skipped %d (%s)", lease.session_id[:8], stats.sent,
+    logger.debug("frames of %s: sent %d, skipped %d (%s)", lease.session_id[:6], stats.sent,
                  stats.skipped, reason)
     if not ws.closed:
         await ws.close(code=1001, message=f"lease ended: {reason}".encode()[:120])

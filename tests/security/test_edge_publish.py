@@ -4,6 +4,7 @@ longer than the lease. (The CEF stand-in paints the page: no Chromium starts.)""
 
 from __future__ import annotations
 
+import logging
 import time
 
 import jwt
@@ -16,10 +17,13 @@ from tests.test_publish_server import KEY, SECRET, refusing_livekit, server_sett
 pytestmark = pytest.mark.timeout(120)
 
 
-async def test_the_signed_token_never_goes_to_the_callers_url(cef_standin, settings) -> None:
+async def test_the_signed_token_never_goes_to_the_callers_url(cef_standin, settings,
+                                                             caplog) -> None:
     """With server credentials, a caller's livekit_url (a listener of the attacker's) gets
     nothing, in either form; rooms and identities outside the prefix are refused; the one
-    token sent goes to LIVEKIT_URL, lives no longer than the lease and only publishes."""
+    token sent goes to LIVEKIT_URL, lives no longer than the lease and only publishes. The
+    logs of it all never hold the full session id."""
+    caplog.set_level(logging.DEBUG)
     async with refusing_livekit() as (official, official_seen), \
             refusing_livekit() as (attacker, attacker_seen):
         s = server_settings(settings, livekit_url=official, livekit_api_key=KEY,
@@ -40,6 +44,8 @@ async def test_the_signed_token_never_goes_to_the_callers_url(cef_standin, setti
                                          json={"room": "lkpool-a", "identity": "lkpool-b"})
             assert status == 502 and err["error"] == "livekit_unreachable", err
     assert not attacker_seen, "a token reached the caller's URL"
+    assert "publish" in caplog.text and lease["session_id"][:6] in caplog.text
+    assert lease["session_id"] not in caplog.text
     assert len(official_seen) >= 1
     signed = official_seen[0]
     claims = api.TokenVerifier(KEY, SECRET).verify(signed)
