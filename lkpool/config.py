@@ -45,7 +45,8 @@ def _default_chromium() -> str:
 class Settings:
     host: str = _knob("127.0.0.1", "address the server listens on")
     port: int = _knob(8888, "port the server listens on", min=0, max=65535)
-    token: str = _knob("", "when set, every endpoint but /session/{id}/... needs it")
+    token: str = _knob("", "when set, every endpoint but /session/{id}/..., /health and the "
+                       "pages needs it; off loopback an unset one is generated at start")
     engine: Engine = _knob("chromium", "browser engine: chromium (ours) or cef (livekit.browser)")
     capture: Capture = _knob("auto", "frame source: x11 (Xvfb grab), screencast, or auto")
     chromium_path: str = _knob(_default_chromium(), "the Chromium binary")
