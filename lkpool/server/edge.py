@@ -27,7 +27,7 @@ import asyncio
 import ipaddress
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -42,6 +42,7 @@ from .auth import is_session_route
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 DEFAULT_PORTS = {"http": "80", "https": "443", "ws": "80", "wss": "443"}
 SOCKET_LIMIT_CLOSE = 1008  # policy violation: the reason says which limit
+MAX_SEEN = 1024  # (Host, Origin) verdicts kept
 
 
 def _split_host(host: str) -> tuple[str, str]:
@@ -86,6 +87,10 @@ class Policy:
     hosts: frozenset[str]  # exact names
     suffixes: tuple[str, ...]  # ".example.com" serves every name under example.com
     origins: frozenset[str]
+    # verdicts already reached (a request costs a dict lookup, not an address parse);
+    # cleared when full, so a client sending endless new names cannot grow it
+    _seen: dict[tuple[str, str | None], bool] = field(default_factory=dict, compare=False,
+                                                       hash=False, repr=False)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Policy:
@@ -98,6 +103,18 @@ class Policy:
                    hosts=frozenset(n.rstrip(".") for n in names if not n.startswith(".")),
                    suffixes=tuple(n.rstrip(".") for n in names if n.startswith(".")),
                    origins=frozenset(origins))
+
+    def allowed(self, host: str, origin: str | None) -> bool:
+        """Whether `host` is served, and `origin` (when given) may act on it; cached."""
+        key = (host, origin)
+        verdict = self._seen.get(key)
+        if verdict is None:
+            verdict = self.host_allowed(host) and (
+                origin is None or self.origin_allowed(origin, host))
+            if len(self._seen) >= MAX_SEEN:
+                self._seen.clear()
+            self._seen[key] = verdict
+        return verdict
 
     def host_allowed(self, host: str) -> bool:
         name, _ = _split_host(host)
@@ -127,12 +144,12 @@ def is_websocket(request: web.Request) -> bool:
 def check(policy: Policy, request: web.Request) -> None:
     """Raises HostNotAllowed or OriginNotAllowed (403) when the request must not be served."""
     host = request.headers.get("Host")
-    if host is not None and not policy.host_allowed(host):
+    if host is not None and not policy.allowed(host, None):
         raise HostNotAllowed(f"this server does not answer to Host {host[:100]!r}: add it to "
                              "ALLOWED_HOSTS (or PUBLIC_URL) if that is its name")
     origin = request.headers.get("Origin")
     if origin is not None and (is_websocket(request) or request.method not in SAFE_METHODS):
-        if not policy.origin_allowed(origin, host or request.host):
+        if not policy.allowed(host or request.host, origin):
             raise OriginNotAllowed(f"requests from web pages of {origin[:100]!r} are not "
                                    "allowed: add it to ALLOWED_ORIGINS if it should drive "
                                    "this server")

@@ -25,9 +25,10 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 
 @pytest.fixture
 def edge(settings: Settings) -> Settings:
-    """Small, quiet settings: pages of 320x240, no audio, no warm instance."""
+    """Small, quiet settings: pages of 320x240, no audio, no warm instance (so a lease is
+    a cold start: ACQUIRE_TIMEOUT leaves room for a loaded machine)."""
     return settings.replace(width=320, height=240, framerate=10, audio=False, num_warm=0,
-                            max_instances=2, health_check_interval=0.5, acquire_timeout=2.0)
+                            max_instances=2, health_check_interval=0.5, acquire_timeout=30.0)
 
 
 async def request(base: str, method: str, path: str, *, headers: dict[str, str] | None = None,
