@@ -103,7 +103,8 @@ async def test_server_signs_a_publisher_token_only_with_its_token(cef_standin, s
             assert status == 502 and body["error"] == "livekit_unreachable"
     claims = api.TokenVerifier(KEY, SECRET).verify(seen[0])
     assert claims.identity == "lkpool-page-bot"
-    assert claims.video.room == "lkpool-demo" and claims.video.room_join and claims.video.can_publish
+    assert claims.video.room == "lkpool-demo"
+    assert claims.video.room_join and claims.video.can_publish
     assert not claims.video.can_subscribe
 
 

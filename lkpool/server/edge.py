@@ -43,6 +43,7 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 DEFAULT_PORTS = {"http": "80", "https": "443", "ws": "80", "wss": "443"}
 SOCKET_LIMIT_CLOSE = 1008  # policy violation: the reason says which limit
 MAX_SEEN = 1024  # (Host, Origin) verdicts kept
+JSON_NAMES: dict[type, str] = {dict: "a JSON object", list: "a JSON list"}
 
 
 def _split_host(host: str) -> tuple[str, str]:
@@ -251,8 +252,7 @@ async def read_json(request: web.Request, *, types: Iterable[type] = ()) -> Any:
     value = loads(body)
     types = tuple(types)
     if types and not isinstance(value, types):
-        names = " or ".join({dict: "a JSON object", list: "a JSON list"}.get(t, t.__name__)
-                            for t in types)
+        names = " or ".join(JSON_NAMES.get(t, t.__name__) for t in types)
         raise InvalidArgument(f"the body must be {names}")
     return value
 
