@@ -22,7 +22,10 @@
      └── PoolError
           ├── PoolExhausted                     no instance within ACQUIRE_TIMEOUT  -> 503
           ├── UnknownSession (also KeyError)    no such lease                -> 404
-          └── PoolClosed                        the pool is shutting down    -> 503
+          ├── PoolClosed                        the pool is shutting down    -> 503
+          ├── SessionGone                       ended on a node of the cluster -> 410
+          │    └── NodeLost                     its node died (no heartbeat)
+          └── ClusterUnavailable                the cluster's Redis is unreachable -> 503
 """
 
 from __future__ import annotations
@@ -136,6 +139,26 @@ class UnknownSession(PoolError, KeyError):
 
 class PoolClosed(PoolError):
     code = "pool_closed"
+    status = 503
+
+
+class SessionGone(PoolError):
+    """A session of the cluster that ended; `reason` says why (kept a while in Redis)."""
+
+    code = "session_gone"
+    status = 410
+
+
+class NodeLost(SessionGone):
+    """The session's node stopped answering heartbeats (killed, cut off) or restarted."""
+
+    code = "node_lost"
+
+
+class ClusterUnavailable(PoolError):
+    """The cluster's shared state (Redis) cannot be reached: no placement can be made."""
+
+    code = "cluster_unavailable"
     status = 503
 
 
