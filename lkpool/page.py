@@ -2,8 +2,9 @@
 `rtc.VideoFrame` it paints, its events, and its requests (livekit.browser's page API plus
 `press`, `type`, `click`, `resize`, `set_framerate`, `evaluate`, `last_frame`, counters).
 
-A page talks to its child only through its `BrowserContext` (`_request`, `_send`), which
-owns the duplex; the context routes the child's messages here.
+A page talks to its child only through its own `PageChannel` (lkpool/connection.py): it
+builds the messages about itself and the channel carries them; the context routes the
+child's messages about this page here.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from .proc import protocol as p
 from .shm.framebuffer import FrameBuffers, copy_rects
 
 if TYPE_CHECKING:
+    from .connection import PageChannel
     from .context import BrowserContext
 
 PageEvent = Literal["paint", "audio", "url_changed", "title_changed", "cursor_changed",
@@ -71,10 +73,11 @@ def check_framerate(framerate: int) -> None:
 class BrowserPage(EventEmitter[PageEvent]):
     """One page of an instance. Its paint frame is reused: copy it to keep it."""
 
-    def __init__(self, ctx: BrowserContext, page_id: int, *, url: str, width: int, height: int,
-                 framerate: int) -> None:
+    def __init__(self, channel: PageChannel, page_id: int, *, url: str, width: int,
+                 height: int, framerate: int, context: BrowserContext) -> None:
         super().__init__()
-        self._ctx = ctx
+        self._channel = channel
+        self._ctx = context  # only for the public `context` property
         self._id = page_id
         self.url = url
         self.title = ""
@@ -117,10 +120,10 @@ class BrowserPage(EventEmitter[PageEvent]):
         self._buffers[0] = buffers
         self._alloc_frame(self.width, self.height)
         try:
-            value = await self._ctx._request(lambda req: p.CreatePage(
+            value = await self._channel.request(lambda req: p.CreatePage(
                 req=req, page_id=self._id, url=self.url, width=self.width, height=self.height,
                 framerate=self.framerate, shm_names=buffers.names),
-                timeout=self._ctx.settings.start_timeout)
+                timeout=self._channel.start_timeout)
         except BaseException:
             self._release_buffers()
             raise
@@ -131,8 +134,8 @@ class BrowserPage(EventEmitter[PageEvent]):
         if self.closed:
             return
         try:
-            if self._ctx.alive:
-                await self._ctx._request(lambda req: p.ClosePage(req=req, page_id=self._id))
+            if self._channel.alive:
+                await self._channel.request(lambda req: p.ClosePage(req=req, page_id=self._id))
         except (InstanceCrashed, ClosedError, RequestTimeout):
             pass  # the instance is gone or stuck: the page is closed all the same
         finally:
@@ -147,7 +150,7 @@ class BrowserPage(EventEmitter[PageEvent]):
         # the pixels go too: ended leases keep their page object for a while (to say why
         # they ended), and a 1280x720 frame is 3.7 MB
         self._frame = self._pixels = None
-        self._ctx._pages.pop(self._id, None)
+        self._channel.detach()
         self.emit("closed", reason)
 
     def _release_buffers(self) -> None:
@@ -177,7 +180,7 @@ class BrowserPage(EventEmitter[PageEvent]):
             src = buffers.array(msg.buffer_id)[:msg.height, :msg.width]
             copy_rects(src, self._pixels, rects)
         finally:
-            self._ctx._send(p.ReleasePaint(page_id=self._id, generation=msg.generation,
+            self._channel.send(p.ReleasePaint(page_id=self._id, generation=msg.generation,
                                            buffer_id=msg.buffer_id))
         self.frames += 1
         self.dropped = msg.dropped
@@ -219,7 +222,7 @@ class BrowserPage(EventEmitter[PageEvent]):
     async def _call(self, make: Callable[[int], p.Message], timeout: float | None = None) -> str:
         if self.closed:
             raise ClosedError(f"page {self._id} is closed ({self.close_reason})")
-        return await self._ctx._request(make, timeout=timeout)
+        return await self._channel.request(make, timeout=timeout)
 
     async def navigate(self, url: str) -> None:
         if not isinstance(url, str) or not url:
@@ -283,12 +286,12 @@ class BrowserPage(EventEmitter[PageEvent]):
             return
         if self.closed:
             raise ClosedError(f"page {self._id} is closed ({self.close_reason})")
-        await self._ctx._post(make)
+        await self._channel.post(make)
 
     async def input_handled(self, timeout: float | None = None) -> None:
         """Returns once the page handled every input event sent so far (`RequestTimeout`
         after `timeout`, default REQUEST_TIMEOUT)."""
-        await self._ctx._posted_handled(timeout)
+        await self._channel.posted_handled(timeout)
 
     async def send_mouse_move(self, x: int, y: int, mouse_leave: bool = False, *,
                               modifiers: int = 0) -> None:
