@@ -9,6 +9,7 @@ child's messages about this page here.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from livekit import rtc
 
-from . import keys
+from . import cursors, keys
 from .config import MAX_FRAMERATE, MAX_HEIGHT, MAX_WIDTH
 from .errors import ClosedError, InstanceCrashed, InvalidArgument, RequestTimeout
 from .events import EventEmitter
@@ -43,6 +44,16 @@ class PaintData:
 
 
 @dataclass(frozen=True)
+class PageOptions:
+    """livekit.browser's `_PageOptions`: the fields its `BrowserPage._opts` has."""
+    page_id: int
+    url: str
+    width: int
+    height: int
+    framerate: int
+
+
+@dataclass(frozen=True)
 class Dialog:
     """A JavaScript dialog the page opened: its scripts are paused until it is answered
     (`BrowserPage.handle_dialog`)."""
@@ -55,6 +66,17 @@ class Dialog:
 class AudioData:
     frame: rtc.AudioFrame
     pts: int
+
+
+def replay_paint(page: Any, cb_id: int) -> None:
+    """Schedules the page's current frame, whole, for one new `paint` listener."""
+    def replay() -> None:
+        frame = page.last_frame
+        if frame is not None and not page.closed:
+            page._emit_to("paint", cb_id, PaintData(dirty_rects=[], frame=frame,
+                                                    width=frame.width, height=frame.height))
+    if page.last_frame is not None:
+        asyncio.get_running_loop().call_soon(replay)
 
 
 def check_size(width: int, height: int) -> None:
@@ -101,6 +123,13 @@ class BrowserPage(EventEmitter[PageEvent]):
         return self._id
 
     @property
+    def _opts(self) -> PageOptions:
+        """livekit.browser's page options, which livekit-plugins-browser's BrowserSession
+        reads (`page._opts.width / height / framerate`): the page's current values."""
+        return PageOptions(page_id=self._id, url=self.url, width=self.width,
+                           height=self.height, framerate=self.framerate)
+
+    @property
     def context(self) -> BrowserContext:
         return self._ctx
 
@@ -112,6 +141,15 @@ class BrowserPage(EventEmitter[PageEvent]):
 
     def __repr__(self) -> str:
         return f"<BrowserPage {self._ctx.instance_id}/{self._id} {self.width}x{self.height}>"
+
+    def _listener_added(self, event: str, cb_id: int) -> None:
+        """A new lasting `paint` listener gets the current frame at once (on the next loop
+        turn): a still page paints nothing more, and livekit.browser's consumers (the
+        plugin's PageActions, BrowserSession) subscribe only after `new_page` returned,
+        which with us is after the first frame. `once("paint")` still means the next
+        paint."""
+        if event == "paint":
+            replay_paint(self, cb_id)
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -206,8 +244,8 @@ class BrowserPage(EventEmitter[PageEvent]):
         self.emit("title_changed", msg.title)
 
     def _on_cursor(self, msg: p.CursorChanged) -> None:
-        self.cursor = msg.cursor
-        self.emit("cursor_changed", msg.cursor)
+        self.cursor = msg.cursor  # CSS, for lkpool's live view and sockets
+        self.emit("cursor_changed", cursors.cef(msg.cursor))  # livekit.browser's int
 
     def _on_dialog_opened(self, msg: p.DialogOpened) -> None:
         self.dialog = Dialog(msg.kind, msg.message, msg.default_prompt)
@@ -314,9 +352,11 @@ class BrowserPage(EventEmitter[PageEvent]):
 
     async def send_mouse_wheel(self, x: int, y: int, delta_x: int = 0, delta_y: int = 0, *,
                                modifiers: int = 0) -> None:
+        """CEF's sign, as livekit.browser: a positive `delta_y` scrolls up, a positive
+        `delta_x` left (the DOM's and CDP's are the other way round)."""
         await self._input(lambda req: p.MouseWheel(
-            req=req, page_id=self._id, x=int(x), y=int(y), delta_x=int(delta_x),
-            delta_y=int(delta_y), modifiers=modifiers))
+            req=req, page_id=self._id, x=int(x), y=int(y), delta_x=-int(delta_x),
+            delta_y=-int(delta_y), modifiers=modifiers))
 
     async def send_key_event(self, type: int, modifiers: int, windows_key_code: int,
                              native_key_code: int = 0, character: int = 0, *, key: str = "",

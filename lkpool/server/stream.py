@@ -21,6 +21,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from .. import cursors
 from ..errors import LkpoolError, UnknownSession
 from . import appkeys, inputs, loopback, view
 from .frames import Broadcasters, FrameOptions, ViewerStats, send_frames
@@ -41,7 +42,7 @@ def _dialog(dialog: Any) -> Any:
 PAGE_EVENTS: dict[str, Callable[[Any], dict[str, Any]]] = {
     "url_changed": lambda url: {"type": "url_changed", "url": url},
     "title_changed": lambda title: {"type": "title_changed", "title": title},
-    "cursor_changed": lambda cursor: {"type": "cursor_changed", "cursor": cursor},
+    "cursor_changed": lambda cursor: {"type": "cursor_changed", "cursor": cursors.css(cursor)},
     "dialog_opened": lambda dialog: {"type": "dialog_opened", **_dialog(dialog)},
     "dialog_closed": lambda accepted: {"type": "dialog_closed", "accepted": bool(accepted)},
 }
