@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from . import keys
-from .errors import InvalidArgument
+from .errors import FocusHeld, InvalidArgument
+from .focus import Focus
 from .images import ImageFormat, encode
 
 MAX_ACTIONS = 100
@@ -368,6 +369,15 @@ def parse(actions: Any, size: Point) -> list[Step]:
 
 
 # ---- running it ---------------------------------------------------------------------------
+
+def take_focus(page: Any) -> None:
+    """The agent acts only with the page's focus; FocusHeld (the agent was interrupted)
+    when a person has it."""
+    focus = Focus.of(page)
+    if not focus.take_for_agent():
+        raise FocusHeld(f"{focus.holder} has the focus of this page: the agent was "
+                        "interrupted; it may act again once they release it")
+
 
 async def run(page: Any, steps: list[Step]) -> Point:
     """Applies the steps in order, then waits until the page settled; returns the cursor."""

@@ -8,8 +8,11 @@
         -> {"screenshot": {...}}
 
 The whole batch is checked before any of it runs: a bad action is a 400 naming its index,
-name and field. The answer's screenshot is taken from the page's own frame once it
-settled, ready to hand back to the model as a tool result's image. Under /session/{id}/ the
+name and field. The caller is an agent: it acts with the page's focus (lkpool/focus.py),
+and when a person holds it (someone in the room, the live view) the request is a 409
+`focus_held` naming them: the agent was interrupted. The answer's screenshot is taken
+from the page's own frame once it settled, ready to hand back to the model as a tool
+result's image. Under /session/{id}/ the
 session id is the capability, as for the proxy and the input socket.
 """
 
@@ -76,6 +79,8 @@ async def computer_post(request: web.Request) -> web.Response:
         raise InvalidArgument(f"{unknown[0]} is not a field of a computer request")
     fmt, scale, quality = _options(params, "screenshot", "png")
     steps = computer.parse(params.get("actions", []), (page.width, page.height))
+    if steps:
+        computer.take_focus(page)
     pool.touch(lease.session_id)
     cursor = await computer.run(page, steps)
     shot = (await computer.screenshot(page, fmt, scale=scale, quality=quality)).as_json() \

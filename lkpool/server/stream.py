@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import time
@@ -22,7 +23,8 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from .. import cursors
-from ..errors import LkpoolError, UnknownSession
+from ..errors import FocusHeld, LkpoolError, UnknownSession
+from ..focus import Focus
 from . import appkeys, inputs, loopback, view
 from .frames import Broadcasters, FrameOptions, ViewerStats, send_frames
 
@@ -48,6 +50,7 @@ PAGE_EVENTS: dict[str, Callable[[Any], dict[str, Any]]] = {
 }
 WAITS_FOR_LOAD = frozenset({"navigate"})  # input events whose answer waits for a page load
 MAX_INPUT_MESSAGE = 64 * 1024
+_viewers = itertools.count(1)  # the live view's identities for the focus
 
 
 def _pool(request: web.Request) -> Any:
@@ -161,6 +164,9 @@ async def input_ws(request: web.Request) -> web.WebSocketResponse:
     await ws.prepare(request)
     outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
     touch = _Toucher(pool, lease.session_id)
+    # the live view is a person: its input takes the page's focus (free, or the agent's),
+    # which it keeps until it closes; someone else's focus refuses it (lkpool/focus.py)
+    focus, identity = Focus.of(page), f"view:{next(_viewers)}"
 
     listener_ids = [
         page.on(name, lambda value, make=make: outbox.put_nowait(make(value)))
@@ -192,6 +198,8 @@ async def input_ws(request: web.Request) -> web.WebSocketResponse:
             except ValueError as exc:
                 raise inputs.InvalidEvent(f"not JSON: {exc}") from None
             apply = inputs.parse(event, page)
+            if not focus.request(identity):
+                raise FocusHeld(f"{focus.holder} has the focus of this page")
         except (LkpoolError, ValueError) as exc:
             await outbox.put(inputs.error_message(exc, event))
             return
@@ -222,6 +230,7 @@ async def input_ws(request: web.Request) -> web.WebSocketResponse:
         await asyncio.gather(*loads, return_exceptions=True)
         for cb_id in listener_ids:
             page.off(cb_id)
+        focus.release(identity)
     if not ws.closed:
         await ws.close(code=1001, message=b"lease ended")
     return ws
