@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -382,32 +383,64 @@ def take_focus(page: Any) -> None:
 async def run(page: Any, steps: list[Step]) -> Point:
     """Applies the steps in order, then waits until the page settled; returns the cursor."""
     cursor = Cursor.of(page)
-    for step in steps:
-        await step.apply(page, cursor)
-    if steps:
+    if not steps:
+        return cursor.x, cursor.y
+    async with Settling(page) as settling:
+        for step in steps:
+            await step.apply(page, cursor)
         await page.input_handled()
-        await settle(page)
+        await settling.wait()
     return cursor.x, cursor.y
 
 
-async def settle(page: Any, *, max_wait: float = SETTLE_MAX) -> None:
-    """Returns once the page painted nothing new for about two frame periods (what input
-    changed has been grabbed by then), or after `max_wait` on a page that keeps painting."""
-    loop = asyncio.get_running_loop()
-    quiet = max(2.0 / max(page.framerate, 1), 0.04)
-    last = loop.time()
+class Settling:
+    """Watches a page's frames while input is applied, then waits until the page showed
+    what the input did (`wait`):
 
-    def painted(_: Any) -> None:
-        nonlocal last
-        last = loop.time()
+    - the first frame grabbed after the input was handled: Chromium draws the change at its
+      next frame, and the grab follows that frame's damage;
+    - when the page was painting already before that (an animation, a hover effect), a
+      grab of earlier damage may race the input's frame, so it also waits until one frame
+      period passed with no newer frame;
+    - a page that paints nothing (the input changed nothing on screen) is left after two
+      frame periods, one that never stops painting after `max_wait`.
+    Transitions that run longer are the agent's to wait for (the `wait` action)."""
 
-    cb = page.on("paint", painted, temporary=False)
-    try:
-        deadline = loop.time() + max_wait
-        while (now := loop.time()) < deadline and now - last < quiet:
-            await asyncio.sleep(min(quiet - (now - last), deadline - now))
-    finally:
-        page.off(cb)
+    def __init__(self, page: Any, *, max_wait: float = SETTLE_MAX) -> None:
+        self.page = page
+        self.max_wait = max_wait
+        self.period = 1.0 / max(page.framerate, 1)
+        self._paints: list[int] = []  # captured_ns of the last few frames
+        self._cb: int | None = None
+
+    async def __aenter__(self) -> Settling:
+        self._cb = self.page.on("paint", self._painted)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._cb is not None:
+            self.page.off(self._cb)
+
+    def _painted(self, data: Any) -> None:
+        captured = getattr(data, "captured_ns", 0)
+        if captured:  # 0: the current frame handed to a new listener, not a new one
+            self._paints.append(captured)
+            del self._paints[:-4]
+
+    async def wait(self) -> None:
+        loop = asyncio.get_running_loop()
+        handled = time.monotonic_ns()  # the clock of PaintData.captured_ns
+        period_ns = int(self.period * 1e9)
+        quiet = self.period if any(handled - t < period_ns for t in self._paints) else 0.0
+        start = loop.time()
+        while loop.time() < start + self.max_wait:
+            after = [t for t in self._paints if t >= handled]
+            if not after:
+                if loop.time() - start >= 2 * self.period:
+                    return  # nothing changed on screen
+            elif (time.monotonic_ns() - after[-1]) / 1e9 >= quiet:
+                return
+            await asyncio.sleep(0.004)
 
 
 @dataclass(frozen=True)
