@@ -50,11 +50,12 @@ def _without_main(get_preparation_data: Callable[[str], dict[str, Any]]
     return preparation_data
 
 
-def _processes() -> multiprocessing.context.BaseContext:
+def _processes() -> multiprocessing.context.ForkServerContext:
     """Where children come from (see the module docstring)."""
     spawn = multiprocessing.spawn
     if not getattr(spawn.get_preparation_data, "lkpool_without_main", False):
-        spawn.get_preparation_data = _without_main(spawn.get_preparation_data)
+        spawn.get_preparation_data = _without_main(  # type: ignore[assignment]
+            spawn.get_preparation_data)
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["lkpool.proc.main"])  # read when the forkserver starts
     return ctx
