@@ -162,6 +162,7 @@ class _Fields:
 
     def keys_of(self, field: str, parse: Callable[[str], Any]) -> Any:
         text = self.text(field)
+        assert text is not None  # required
         try:
             return parse(text)
         except InvalidArgument as exc:
@@ -245,6 +246,7 @@ def _button(up: bool):
 def _drag(f: _Fields):
     start = f.point("start_coordinate", required=False)
     end = f.point()
+    assert end is not None  # required
 
     async def apply(page: Any, cursor: Cursor) -> None:
         sx, sy = cursor.at(start)

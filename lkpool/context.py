@@ -237,6 +237,15 @@ class BrowserContext(EventEmitter[ContextEvent]):
 
     # ---- the child's messages -----------------------------------------------------------
 
+    def _open_connection(self) -> Connection:
+        """The duplex to the child, there from its start until the context closes."""
+        if self._connection is None:
+            raise ClosedError(f"instance {self.instance_id} is not running ({self._state})")
+        return self._connection
+
+    def _forget(self, page_id: int) -> None:
+        self._pages.pop(page_id, None)
+
     def _check_running(self, allow_closing: bool = False) -> None:
         if not (self.alive or (allow_closing and self._state == "closing")):
             if self.closed_reason == "crashed":
@@ -247,7 +256,7 @@ class BrowserContext(EventEmitter[ContextEvent]):
         reason = "crashed"
         fatal: p.Fatal | None = None
         try:
-            async for msg in self._connection:
+            async for msg in self._open_connection():
                 if isinstance(msg, p.Fatal):
                     fatal = msg
                     continue
@@ -282,7 +291,7 @@ class BrowserContext(EventEmitter[ContextEvent]):
             page._mark_closed(msg.reason or "closed")
 
     _HANDLERS: dict[type, Callable[[BrowserContext, Any], None]] = {
-        p.Result: lambda self, m: self._connection.resolve(m),
+        p.Result: lambda self, m: self._open_connection().resolve(m),
         # a paint for a page that is gone is dropped: its buffers were unlinked with it
         p.AcquirePaint: lambda self, m: self._page_event(m, BrowserPage._on_paint),
         p.Audio: lambda self, m: self._page_event(m, BrowserPage._on_audio),
@@ -308,8 +317,9 @@ class BrowserContext(EventEmitter[ContextEvent]):
         check_size(width, height)
         check_framerate(framerate)
         page_id = next(self._page_ids)
-        channel = PageChannel(self._connection, start_timeout=self.settings.start_timeout,
-                              detach=lambda: self._pages.pop(page_id, None))
+        channel = PageChannel(self._open_connection(),
+                              start_timeout=self.settings.start_timeout,
+                              detach=lambda: self._forget(page_id))
         page = BrowserPage(channel, page_id, url=url, width=width, height=height,
                            framerate=framerate, context=self)
         self._pages[page.id] = page
@@ -322,9 +332,7 @@ class BrowserContext(EventEmitter[ContextEvent]):
 
     async def ping(self, timeout: float | None = None) -> None:
         """Healthy means: the child answers and its browser answers CDP."""
-        if self._connection is None:
-            self._check_running()
-        await self._connection.request(lambda req: p.Ping(req=req), timeout=timeout)
+        await self._open_connection().request(lambda req: p.Ping(req=req), timeout=timeout)
 
     async def wait_closed(self, timeout: float | None = None) -> str:
         await asyncio.wait_for(self._closed_event.wait(), timeout)

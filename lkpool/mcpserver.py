@@ -163,6 +163,7 @@ async def browsers_at(server: str | None, token: str | None, lease_timeout: floa
 
             server, _ = await stack.enter_async_context(serve_local(settings))
             token = None
+        assert server is not None
         browsers = RestBrowsers(server, token=token, lease_timeout=lease_timeout)
         stack.push_async_callback(browsers.aclose)
         yield browsers

@@ -206,7 +206,7 @@ class _ShmGrabber:
     def __init__(self, display: str, window: int | None = None) -> None:
         self.conn, screen_num = xcb.connect(display)
         root = xcb.setup_roots(xcb.get_setup(self.conn))[screen_num].root
-        self.drawable = root if window is None else window
+        self.drawable = root if window is None else xcb.Drawable(window)
         self.segs: list[xcb.ShmSeg] = []
 
     def attach(self, names: Sequence[str]) -> None:

@@ -162,6 +162,7 @@ class Pages:
         """A new browser window for a page that is not the first: its target, its X window
         (None when it could not be told apart: that page is then captured by screencast)
         and the window's size once full screen."""
+        assert self.cdp is not None  # open() came first
         async with self._window_lock:
             before = set(browser_windows(self.display))
             target = (await self.cdp.send("Target.createTarget", {

@@ -171,9 +171,10 @@ def browser_windows(display: str) -> dict[int, Size]:
     """Chromium's browser windows on the screen (mapped top-level windows that are not
     override-redirect: its other windows are hidden helpers) -> their size."""
     x11 = xlib.x11()
-    x11.XQueryTree.argtypes = [ctypes.c_void_p, ctypes.c_ulong] + [
-        ctypes.POINTER(ctypes.c_ulong)] * 2 + [
-        ctypes.POINTER(ctypes.POINTER(ctypes.c_ulong)), ctypes.POINTER(ctypes.c_uint)]
+    x11.XQueryTree.argtypes = [
+        ctypes.c_void_p, ctypes.c_ulong, ctypes.POINTER(ctypes.c_ulong),
+        ctypes.POINTER(ctypes.c_ulong), ctypes.POINTER(ctypes.POINTER(ctypes.c_ulong)),
+        ctypes.POINTER(ctypes.c_uint)]
     x11.XGetWindowAttributes.argtypes = [ctypes.c_void_p, ctypes.c_ulong,
                                          ctypes.POINTER(_WindowAttributes)]
     dpy = xlib.open_display(display)

@@ -25,18 +25,19 @@ from aiohttp import web
 
 from .. import computer
 from ..errors import InvalidArgument
-from ..images import FORMATS
+from ..images import FORMATS, ImageFormat
 from .appkeys import POOL
 
 MAX_BODY = 1024 * 1024  # a batch of actions; text is bounded per action too
 
 
-def _options(params: dict[str, Any], fmt_key: str, default: str | None
-             ) -> tuple[str | None, float, int]:
-    fmt = params.get(fmt_key, default)
-    if fmt is not None and fmt not in FORMATS:
+def _options(params: dict[str, Any], fmt_key: str, default: ImageFormat | None
+             ) -> tuple[ImageFormat | None, float, int]:
+    raw = params.get(fmt_key, default)
+    fmt = next((f for f in FORMATS if f == raw), None)
+    if raw is not None and fmt is None:
         raise InvalidArgument(f"{fmt_key} must be one of {', '.join(FORMATS)} or null, "
-                              f"got {fmt!r}")
+                              f"got {raw!r}")
     scale = _number(params, "scale", 0.05, 1.0, 1.0)
     quality = int(_number(params, "quality", 1, 100, 80, integer=True))
     return fmt, scale, quality
