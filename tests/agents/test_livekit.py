@@ -18,7 +18,8 @@ async def test_agent_context_is_a_lease_only_inside_its_start(settings) -> None:
     LeasedContext whose new_page is a lease of the pool (released by aclose); elsewhere
     it is still livekit.browser's own class."""
     async with serve_pages({"/red": solid("rgb(255,0,0)")}) as site, \
-            Pool(settings.replace(audio=False, max_instances=1)) as pool:
+            Pool(settings.replace(audio=False, max_instances=1, acquire_timeout=30)) as pool:
+        await pool.wait_ready()
         agent = PooledBrowserAgent(pool=pool, llm=None, url=f"{site}/red", width=320,
                                    height=240)
         seen = {}
