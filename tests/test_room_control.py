@@ -45,7 +45,7 @@ async def test_plugin_protocol_focus_input_and_rpcs(settings) -> None:
     a person takes the focus from the agent (agent_interrupted) but not from another
     person; browser/navigate loads the page; leaving the room releases the focus."""
     async with serve_pages({"/form": FORM, "/red": solid("red")}) as site, \
-            run_server(settings.replace(width=640, height=480, audio=False,
+            run_server(settings.replace(width=640, height=480, audio=False, acquire_timeout=30,
                                         max_instances=1)) as server:
         lease = await server.pool.acquire(60, url=f"{site}/form")
         page = lease.page
@@ -83,7 +83,7 @@ async def test_live_view_and_agent_share_the_focus(settings) -> None:
     """The live view's input takes the focus; while it is open the computer endpoint (the
     agent) gets 409 focus_held; once it closes the agent acts again."""
     async with serve_pages({"/form": FORM}) as site, \
-            run_server(settings.replace(width=640, height=480, audio=False,
+            run_server(settings.replace(width=640, height=480, audio=False, acquire_timeout=30,
                                         max_instances=1)) as server:
         sid = (await server.allocate(url=f"{site}/form"))["session_id"]
         page = server.pool.get(sid).page

@@ -42,7 +42,8 @@ async def test_mcp_tools_drive_a_page_and_leases_end_with_the_client(settings: S
                                                                       ) -> None:
     """open_browser, navigate, computer, screenshot and close_browser work over stdio;
     a browser left open is released when the client disconnects."""
-    small = settings.replace(width=640, height=480, audio=False, max_instances=2)
+    small = settings.replace(width=640, height=480, audio=False, max_instances=2,
+                             acquire_timeout=30)
     async with serve_pages({"/form": FORM, "/red": solid("rgb(255,0,0)")}) as site, \
             run_server(small) as server:
         async with client_of(server.base) as client:

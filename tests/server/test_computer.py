@@ -33,7 +33,8 @@ def pixels(shot: dict) -> np.ndarray:
 async def test_click_type_key_scroll_and_the_answer_image(settings: Settings) -> None:
     """A batch clicks the input, types, selects all and types over it, scrolls; the answer
     is a PNG of the page as it settled, JPEG and scaled on request."""
-    small = settings.replace(width=640, height=480, framerate=30, audio=False, max_instances=1)
+    small = settings.replace(width=640, height=480, framerate=30, audio=False, max_instances=1,
+                             acquire_timeout=30)
     async with serve_pages({"/form": FORM, "/button": BUTTON}) as site, \
             run_server(small) as server:
         sid = (await server.allocate(url=f"{site}/button"))["session_id"]
@@ -89,7 +90,8 @@ async def test_a_bad_action_is_a_400_and_nothing_runs(settings: Settings, action
                                                       named) -> None:
     """The batch is checked whole: the 400 names the bad action and field, and the good
     action before it was not applied (the input stays empty)."""
-    small = settings.replace(width=640, height=480, audio=False, max_instances=1)
+    small = settings.replace(width=640, height=480, audio=False, max_instances=1,
+                             acquire_timeout=30)
     async with serve_pages({"/form": FORM}) as site, run_server(small) as server:
         sid = (await server.allocate(url=f"{site}/form"))["session_id"]
         page = server.pool.get(sid).page
