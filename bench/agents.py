@@ -5,8 +5,9 @@
 1. A click and the screenshot after it, as an agent's step: `POST /session/{id}/computer`
    (left_click, answered with a PNG of the page's own frame once it settled) beside the
    same through Playwright over the server's DevTools proxy (`page.mouse.click` +
-   `page.screenshot()`, PNG), on the same lease of one real server, alternating. p50 and
-   p95 of the round trip; the target is at most 0.5x Playwright's p50.
+   `page.screenshot()`, PNG), on the same lease of one real server, alternating, with the
+   page idle for 0.2 s before each (a model thinks between two actions). p50 and p95 of
+   the round trip; the target is at most 0.5x Playwright's p50.
 2. Two animated 1280x720 pages of one instance at 30 fps (x11 capture): the fps each
    delivers and the CPU of the capture (the instance's child process, which grabs every
    page's frames, and Xvfb) beside the same instance showing one such page.
@@ -43,6 +44,9 @@ const g = c.getContext('2d'); let n = 0;
 </script></body></html>"""
 
 
+IDLE = 0.2  # seconds between steps, both ways: an agent's model thinks between two actions
+
+
 def pct(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(len(xs) * q))]
@@ -67,6 +71,7 @@ async def computer_vs_playwright(rounds: int, base_dir: str, site: str) -> list[
             browser = await p.chromium.connect_over_cdp(lease["proxy_url"])
             page = browser.contexts[0].pages[0]
             for i in range(rounds + 3):  # 3 rounds of warm-up each, alternating
+                await asyncio.sleep(IDLE)
                 t = time.perf_counter()
                 async with http.post(f"{base}/session/{sid}/computer", json=click) as resp:
                     body = await resp.json()
@@ -74,6 +79,7 @@ async def computer_vs_playwright(rounds: int, base_dir: str, site: str) -> list[
                 base64.b64decode(body["screenshot"]["data"])  # what an agent does with it
                 if i >= 3:
                     rest.append((time.perf_counter() - t) * 1000)
+                await asyncio.sleep(IDLE)
                 t = time.perf_counter()
                 await page.mouse.click(100, 50)
                 await page.screenshot(type="png")
