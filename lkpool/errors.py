@@ -12,7 +12,8 @@
      ├── PageError                              the page refused a request  -> 400/422
      │    ├── NoSuchPage                        unknown page id
      │    ├── NavigationError                   the URL could not be loaded
-     │    └── DialogOpen                        input while a JS dialog waits -> 409
+     │    ├── DialogOpen                        input while a JS dialog waits -> 409
+     │    └── FocusHeld                         someone else drives the page -> 409
      ├── InvalidArgument (also ValueError)      a size, framerate, key... out of range -> 400
      │    └── UnsupportedMediaType              a body that is not application/json -> 415
      ├── Refused                                the edge refuses the request -> 403
@@ -84,6 +85,14 @@ class DialogOpen(PageError):
     """The page shows a JavaScript dialog: input waits until it is answered."""
 
     code = "dialog_open"
+    status = 409
+
+
+class FocusHeld(PageError):
+    """Someone else has the page's focus (lkpool/focus.py): a person in the room or the
+    live view; for an agent, this is the "agent interrupted" signal."""
+
+    code = "focus_held"
     status = 409
 
 

@@ -34,6 +34,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "lkpool.server.openapi",
     "lkpool.server.stream",
     "lkpool.server.publishing",
+    "lkpool.server.computer",
     "lkpool.server.proxy",
 )
 
