@@ -48,7 +48,7 @@ LOOPS: dict[str, Callable[[], Callable[[], asyncio.AbstractEventLoop] | None]] =
     "uvloop": _uvloop,
 }
 # settings whose value --help must not print
-SECRETS = frozenset({"token", "livekit_api_key", "livekit_api_secret"})
+SECRETS = frozenset({"token", "livekit_api_key", "livekit_api_secret", "cluster_secret"})
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

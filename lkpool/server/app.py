@@ -34,6 +34,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "lkpool.server.openapi",
     "lkpool.server.stream",
     "lkpool.server.publishing",
+    "lkpool.server.computer",
     "lkpool.server.proxy",
 )
 
@@ -50,6 +51,10 @@ def create_app(settings: Settings | None = None, pool: Pool | None = None) -> we
     app.cleanup_ctx.append(_proxy_http_ctx)
     for name in ROUTE_MODULES:
         importlib.import_module(name).setup(app)
+    if settings.redis_url:  # one API over many machines; without Redis, one node as ever
+        from ..cluster.node import install
+
+        install(app, settings)
     return app
 
 

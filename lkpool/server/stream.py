@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -20,7 +21,15 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from ..errors import InvalidArgument, LkpoolError, UnknownSession, UnsupportedMediaType
+from .. import cursors
+from ..errors import (
+    FocusHeld,
+    InvalidArgument,
+    LkpoolError,
+    UnknownSession,
+    UnsupportedMediaType,
+)
+from ..focus import Focus
 from . import appkeys, edge, inputs, loopback, view
 from .edge import read_json
 from .frames import Broadcasters, FrameOptions, ViewerStats, send_frames
@@ -42,7 +51,7 @@ def _dialog(dialog: Any) -> Any:
 PAGE_EVENTS: dict[str, Callable[[Any], dict[str, Any]]] = {
     "url_changed": lambda url: {"type": "url_changed", "url": url},
     "title_changed": lambda title: {"type": "title_changed", "title": title},
-    "cursor_changed": lambda cursor: {"type": "cursor_changed", "cursor": cursor},
+    "cursor_changed": lambda cursor: {"type": "cursor_changed", "cursor": cursors.css(cursor)},
     "dialog_opened": lambda dialog: {"type": "dialog_opened", **_dialog(dialog)},
     "dialog_closed": lambda accepted: {"type": "dialog_closed", "accepted": bool(accepted)},
 }
@@ -52,6 +61,7 @@ COALESCED = frozenset({"state", "url_changed", "title_changed", "cursor_changed"
 MAX_QUEUED = 1024
 WAITS_FOR_LOAD = frozenset({"navigate"})  # input events whose answer waits for a page load
 MAX_INPUT_MESSAGE = 64 * 1024
+_viewers = itertools.count(1)  # the live view's identities for the focus
 
 
 def _pool(request: web.Request) -> Any:
@@ -182,6 +192,9 @@ async def input_ws(request: web.Request) -> web.WebSocketResponse:
     await ws.prepare(request)
     outbox = Outbox(coalesce=COALESCED, limit=MAX_QUEUED)
     touch = _Toucher(pool, lease.session_id)
+    # the live view is a person: its input takes the page's focus (free, or the agent's),
+    # which it keeps until it closes; someone else's focus refuses it (lkpool/focus.py)
+    focus, identity = Focus.of(page), f"view:{next(_viewers)}"
 
     listener_ids = [
         page.on(name, lambda value, make=make: outbox.put(make(value)))
@@ -213,6 +226,8 @@ async def input_ws(request: web.Request) -> web.WebSocketResponse:
             except InvalidArgument as exc:
                 raise inputs.InvalidEvent(f"not JSON: {exc}") from None
             apply = inputs.parse(event, page)
+            if not focus.request(identity):
+                raise FocusHeld(f"{focus.holder} has the focus of this page")
         except (LkpoolError, ValueError) as exc:
             outbox.put(inputs.error_message(exc, event))
             return
@@ -242,6 +257,7 @@ async def input_ws(request: web.Request) -> web.WebSocketResponse:
         await asyncio.gather(*loads, return_exceptions=True)
         for cb_id in listener_ids:
             page.off(cb_id)
+        focus.release(identity)
     if outbox.overflowed:
         logger.info("input socket of %s… closed: its reader stayed behind",
                     lease.session_id[:6])
