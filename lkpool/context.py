@@ -48,6 +48,7 @@ from .events import EventEmitter
 from .page import AudioData, BrowserPage, PaintData, check_framerate, check_size
 from .proc import protocol as p
 from .proc.channel import Channel, ChannelClosed
+from .proc.chromium import remove_display_files
 from .tasks import spawn
 
 __all__ = ["AudioData", "BrowserContext", "BrowserPage", "PaintData", "check_framerate",
@@ -286,11 +287,10 @@ class BrowserContext(EventEmitter[ContextEvent]):
         # 4. pages: unlink shared memory (the parent owns it), tell listeners
         for page in list(self._pages.values()):
             page._mark_closed(reason)
-        # 5. the PulseAudio sinks, when the child could not unload them itself: after a crash,
-        #    after a close that had to kill a stuck child, after a start cut short before
-        #    ContextReady named the sink. They are named after the child's pid; idempotent.
-        if self._child_pid and self.settings.audio:
-            await _unload_sinks_of(self._child_pid)
+        # 5. the X display's socket and lock, when its Xvfb was killed before it could remove
+        #    them (the instance's PulseAudio daemon went with the group)
+        if self._ready is not None and self._ready.display:
+            await asyncio.to_thread(remove_display_files, self._ready.display)
         # 6. the profile folder
         if self.profile_dir:
             await asyncio.to_thread(profiles.remove, self.profile_dir)
@@ -527,11 +527,3 @@ def _group_alive(pgid: int) -> bool:
     except (ProcessLookupError, PermissionError):
         return False
     return True
-
-
-async def _unload_sinks_of(pid: int) -> None:
-    """Unloads the null sinks of a child that could not do it itself (it was killed)."""
-    with contextlib.suppress(Exception):
-        from .proc.audio import unload_sinks_of
-
-        await asyncio.to_thread(unload_sinks_of, pid)

@@ -6,7 +6,12 @@ the profile folder: a pipe nobody reads would fill up and stall the browser.
 
 Xvfb picks its own display number (`-displayfd`): instances and test runs share the
 machine, so no fixed numbers. Its screen starts at the largest size the instance shows on
-screen and is then set to the page's (see `screen.py`).
+screen and is then set to the page's (see `screen.py`). It takes only clients that show its
+cookie (`-auth`), which the child and the instance's own browser alone hold, and on its end
+its socket in /tmp/.X11-unix goes too, even when it was killed.
+
+Chromium runs in a sandbox of its own (`sandbox.py`) unless SANDBOX=false, and whichever way
+it runs, with an allow-listed environment: nothing of the server's reaches a lease.
 """
 
 from __future__ import annotations
@@ -15,15 +20,20 @@ import asyncio
 import json
 import logging
 import os
+import secrets
 import select
 import shlex
 import shutil
+import signal
+import struct
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from .. import config, profiles
 from ..config import Settings
 from ..errors import BrowserStartError
+from . import sandbox
 from .screen import screen_for, set_screen_size, window_for
 
 logger = logging.getLogger(__name__)
@@ -37,7 +47,7 @@ XVFB_HINT = "install it with 'apt-get install xvfb' or use CAPTURE=screencast"
 # less memory and no background traffic. --mute-audio is deliberately absent: we capture
 # the audio.
 BASE_FLAGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--no-default-browser-check", "--disable-default-apps", "--disable-extensions",
     "--disable-breakpad", "--password-store=basic", "--disable-client-side-phishing-detection",
@@ -72,6 +82,14 @@ BASE_FLAGS = [
     "--in-process-gpu",
 ]
 
+# where Chromium's own sandbox cannot run (a kernel without nested user namespaces, or
+# SANDBOX=false as root): the browser still starts, with this flag, and start-up says so
+NO_SANDBOX = "--no-sandbox"
+NO_USABLE_SANDBOX = b"No usable sandbox"
+XAUTH_NAME = b"MIT-MAGIC-COOKIE-1"
+FAMILY_WILD = 0xFFFF
+X11_SOCKETS = "/tmp/.X11-unix"
+
 # capture mode -> flags that put Chromium on screen (x11) or off it (screencast)
 MODE_FLAGS = {
     "x11": lambda w, h: ["--ozone-platform=x11", "--kiosk", "--window-position=0,0",
@@ -83,24 +101,92 @@ MODE_FLAGS = {
 @dataclass
 class Launched:
     """What `launch` started; `stop` ends it (the group kill covers helpers)."""
-    browser: subprocess.Popen
+    browser: subprocess.Popen  # bwrap when sandboxed: it exits with the browser
     xvfb: subprocess.Popen | None
     display: str
     debugging_port: int
     ws_url: str
     window: tuple[int, int]  # x11: the kiosk window; screencast: the headless window
     largest: tuple[int, int]  # x11: the largest window the screen can grow to
+    helpers: list[subprocess.Popen] = field(default_factory=list)  # pasta
 
     def stop(self) -> None:
-        for proc in (self.browser, self.xvfb):
-            if proc is not None and proc.poll() is None:
+        for proc in (self.browser, *self.helpers):
+            if proc.poll() is None:
                 proc.kill()
-        for proc in (self.browser, self.xvfb):
-            if proc is not None:
-                try:
-                    proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    pass
+        for proc in (self.browser, *self.helpers):
+            _reap(proc)
+        if self.xvfb is not None:
+            stop_xvfb(self.xvfb, self.display)
+
+
+def _reap(proc: subprocess.Popen, timeout: float = 5) -> None:
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def stop_xvfb(proc: subprocess.Popen, display: str) -> None:
+    """Ends Xvfb so that nothing of it stays: asked first (it removes its socket and lock
+    file), killed if it does not go, and then whatever it left is removed by us."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    _reap(proc)
+    remove_display_files(display, proc.pid)
+
+
+def remove_display_files(display: str, pid: int | None = None) -> None:
+    """Removes the socket and lock of `display` when the lock names `pid`, or with no `pid`
+    a process that is gone (a display number is reused by the next Xvfb: only our own or
+    stale files go)."""
+    number = display.lstrip(":")
+    if not number.isdigit():
+        return
+    lock = f"/tmp/.X{number}-lock"
+    try:
+        with open(lock) as f:
+            owner = int(f.read().strip() or 0)
+    except (OSError, ValueError):
+        return
+    if owner != pid and (pid is not None or _alive(owner)):
+        return
+    for path in (os.path.join(X11_SOCKETS, f"X{number}"), lock):
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is gone for our purpose
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def xauth_entry(number: str, cookie: bytes) -> bytes:
+    """One Xauthority record (the format of libXau): any host, display `number`."""
+    def counted(data: bytes) -> bytes:
+        return struct.pack(">H", len(data)) + data
+    return (struct.pack(">H", FAMILY_WILD) + counted(b"") + counted(number.encode())
+            + counted(XAUTH_NAME) + counted(cookie))
+
+
+def xauthority(profile_dir: str) -> str:
+    """The cookie file clients of the instance's display read (XAUTHORITY)."""
+    return os.path.join(profile_dir, "Xauthority")
 
 
 def _log_file(profile_dir: str, name: str):
@@ -112,16 +198,22 @@ def start_xvfb(width: int, height: int, profile_dir: str) -> tuple[subprocess.Po
     xvfb = shutil.which("Xvfb")
     if xvfb is None:
         raise BrowserStartError(f"Xvfb is not installed: {XVFB_HINT}")
+    # the server takes every cookie in its -auth file whatever the display number; clients
+    # look theirs up by number, so their file is written once the number is known
+    cookie = secrets.token_bytes(16)
+    server_auth = os.path.join(profile_dir, "xvfb.auth")
+    _write_private(server_auth, xauth_entry("0", cookie))
     rfd, wfd = os.pipe()
     try:
         with _log_file(profile_dir, "xvfb") as log:
             proc = subprocess.Popen(
                 [xvfb, "-displayfd", str(wfd), "-screen", "0", f"{width}x{height}x24",
-                 "-nolisten", "tcp", "-noreset", "-dpi", "96",
+                 "-nolisten", "tcp", "-noreset", "-dpi", "96", "-auth", server_auth,
                  # Chromium renders in software and never asks for GLX; without it Xvfb
                  # does not load Mesa and LLVM: 20 MB less per instance
                  "-extension", "GLX"],
-                pass_fds=(wfd,), stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+                pass_fds=(wfd,), env=sandbox.allowed_env({}), stdin=subprocess.DEVNULL,
+                stdout=log, stderr=log)
         os.close(wfd)
         wfd = -1
         raw = b""
@@ -141,16 +233,30 @@ def start_xvfb(width: int, height: int, profile_dir: str) -> tuple[subprocess.Po
         os.close(rfd)
         if wfd >= 0:
             os.close(wfd)
-    return proc, ":" + raw.decode().strip()
+    number = raw.decode().strip()
+    _write_private(xauthority(profile_dir), xauth_entry(number, cookie))
+    return proc, ":" + number
 
 
-def chromium_command(settings: Settings, profile_dir: str, port: int, mode: str,
-                     size: tuple[int, int]) -> list[str]:
+def _write_private(path: str, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def chromium_path(settings: Settings) -> str:
     path = shutil.which(settings.chromium_path) or settings.chromium_path
     if not (os.path.isfile(path) and os.access(path, os.X_OK)):
         raise BrowserStartError(f"Chromium not found at {settings.chromium_path!r}: "
                                 f"{INSTALL_HINT}")
-    return [path, *BASE_FLAGS, *MODE_FLAGS[mode](*size), f"--user-data-dir={profile_dir}",
+    return path
+
+
+def chromium_command(settings: Settings, profile_dir: str, port: int, mode: str,
+                     size: tuple[int, int], *, own_sandbox: bool = False) -> list[str]:
+    """`own_sandbox`: Chromium's own sandbox may run (it needs a uid other than root's)."""
+    return [chromium_path(settings), *BASE_FLAGS, *([] if own_sandbox else [NO_SANDBOX]),
+            *MODE_FLAGS[mode](*size), f"--user-data-dir={profile_dir}",
             f"--remote-debugging-port={port}", "--remote-debugging-address=127.0.0.1",
             *shlex.split(settings.chromium_flags), "about:blank"]
 
@@ -214,43 +320,133 @@ async def _devtools(profile_dir: str, proc: subprocess.Popen, timeout: float,
     raise BrowserStartError(f"Chromium did not open DevTools within {timeout:.0f} s")
 
 
+def browser_env(profile_dir: str, display: str, extra: dict[str, str]) -> dict[str, str]:
+    """The browser's whole environment: its home and caches in its profile, its display."""
+    env = {"HOME": profile_dir, "XDG_CONFIG_HOME": os.path.join(profile_dir, ".config"),
+           "XDG_CACHE_HOME": os.path.join(profile_dir, ".cache"), **extra}
+    if display:
+        env["DISPLAY"] = display
+        env["XAUTHORITY"] = xauthority(profile_dir)
+    return sandbox.allowed_env(env)
+
+
+_logged_no_own_sandbox = False
+
+
+def _log_no_own_sandbox(why: str) -> None:
+    global _logged_no_own_sandbox
+    if not _logged_no_own_sandbox:
+        _logged_no_own_sandbox = True
+        logger.warning("chromium runs with --no-sandbox: %s. A page that exploits a renderer "
+                       "bug then holds the whole browser (see README, Isolation)", why)
+
+
+def _start_plain(settings: Settings, profile_dir: str, port: int, mode: str,
+                 window: tuple[int, int], env: dict[str, str]) -> subprocess.Popen:
+    """SANDBOX=false: Chromium straight on the host (its own sandbox only when not root)."""
+    own = os.geteuid() != 0
+    if not own:
+        _log_no_own_sandbox("SANDBOX=false and the server runs as root")
+    cmd = chromium_command(settings, profile_dir, port, mode, window, own_sandbox=own)
+    with _log_file(profile_dir, "chromium") as log:
+        return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=log)
+
+
+def _start_sandboxed(settings: Settings, profile_dir: str, port: int, mode: str,
+                     window: tuple[int, int], env: dict[str, str], display: str,
+                     own_sandbox: bool) -> sandbox.Sandbox:
+    cmd = chromium_command(settings, profile_dir, port, mode, window, own_sandbox=own_sandbox)
+    ro_files = {}
+    real = os.path.dirname(os.path.realpath(cmd[0]))
+    if not real.startswith("/usr/"):
+        ro_files[real] = real  # a Chromium outside /usr (CHROMIUM_PATH) is let in read-only
+    data_files = {"/etc/passwd": sandbox.PASSWD.encode(), "/etc/group": sandbox.GROUP.encode()}
+    if display:
+        number = display.lstrip(":")
+        ro_files[os.path.join(X11_SOCKETS, f"X{number}")] = \
+            os.path.join(X11_SOCKETS, f"X{number}")
+        with open(xauthority(profile_dir), "rb") as f:
+            data_files[env["XAUTHORITY"]] = f.read()
+    spec = sandbox.Spec(cmd, profile_dir, env, port,
+                        config.host_ports(settings.allow_host_ports), ro_files, data_files)
+    with _log_file(profile_dir, "chromium") as log:
+        return sandbox.start(spec, log)
+
+
+async def _start_browser(settings: Settings, profile_dir: str, port: int, mode: str,
+                         window: tuple[int, int], env: dict[str, str], display: str
+                         ) -> tuple[subprocess.Popen, list[subprocess.Popen], int, str]:
+    """Starts Chromium (sandboxed unless SANDBOX=false) and waits for its DevTools; returns
+    the browser's process, helper processes, DevTools port and browser URL."""
+    if not settings.sandbox:
+        browser = await asyncio.to_thread(_start_plain, settings, profile_dir, port, mode,
+                                          window, env)
+        try:
+            return (browser, [], *await _devtools(profile_dir, browser,
+                                                  settings.start_timeout, port))
+        except BaseException:
+            browser.kill()
+            browser.wait()
+            raise
+    if (lack := sandbox.missing()) is not None:
+        raise BrowserStartError(f"the sandbox cannot start: {lack}; {sandbox.INSTALL_HINT}")
+    port = port or sandbox.free_port()
+    for own_sandbox in (True, False):
+        box = await asyncio.to_thread(_start_sandboxed, settings, profile_dir, port, mode,
+                                      window, env, display, own_sandbox)
+        try:
+            return (box.bwrap, [box.pasta],
+                    *await _devtools(profile_dir, box.bwrap, settings.start_timeout, port))
+        except BrowserStartError:
+            box.kill()
+            if not own_sandbox or not _said_no_sandbox(profile_dir):
+                raise
+            _log_no_own_sandbox("this kernel lets no user namespace be made inside the "
+                                "instance's sandbox")
+        except BaseException:
+            box.kill()
+            raise
+    raise AssertionError("unreachable")
+
+
+def _said_no_sandbox(profile_dir: str) -> bool:
+    try:
+        with open(os.path.join(profile_dir, "chromium.log"), "rb") as f:
+            return NO_USABLE_SANDBOX in f.read()
+    except OSError:
+        return False
+
+
 async def launch(settings: Settings, profile_dir: str, port: int, mode: str,
                  size: tuple[int, int], env: dict[str, str]) -> Launched:
-    """Starts Xvfb (x11 only) and Chromium; raises BrowserStartError with a clear cause."""
+    """Starts Xvfb (x11 only) and Chromium; raises BrowserStartError with a clear cause.
+    `env`: what the browser needs besides its home and display (the audio server)."""
+    os.makedirs(profiles.downloads_dir(profile_dir), exist_ok=True)
     xvfb, display, window, largest = None, "", size, size
     if mode == "x11":
         window = window_for(size)
         largest = (max(window[0], settings.screen_width), max(window[1], settings.screen_height))
         xvfb, display = await asyncio.to_thread(start_xvfb, *screen_for(largest), profile_dir)
+        # this process is the instance's child: its one display, for its own X clients
+        # (screen fitting, capture) as for the browser
+        os.environ["XAUTHORITY"] = xauthority(profile_dir)
         if window != largest:
             try:
                 set_screen_size(display, *screen_for(window))  # a few ms, local
             except RuntimeError as exc:
-                xvfb.kill()
-                xvfb.wait()
+                stop_xvfb(xvfb, display)
                 raise BrowserStartError(f"Xvfb's screen could not be resized: {exc}") from exc
     try:
         # in x11 the kiosk window fills the screen but for a one-pixel margin
-        cmd = chromium_command(settings, profile_dir, port, mode, window)
-        env = {**os.environ, **env}
-        env.pop("DISPLAY", None)
-        if display:
-            env["DISPLAY"] = display
-        with _log_file(profile_dir, "chromium") as log:
-            browser = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                       stderr=log)
-        try:
-            debugging_port, ws_url = await _devtools(profile_dir, browser,
-                                                     settings.start_timeout, port)
-        except BaseException:
-            browser.kill()
-            browser.wait()
-            raise
+        browser_environ = browser_env(profile_dir, display, env)
+        browser, helpers, debugging_port, ws_url = await _start_browser(
+            settings, profile_dir, port, mode, window, browser_environ, display)
     except BaseException:
         if xvfb is not None:
-            xvfb.kill()
-            xvfb.wait()
+            stop_xvfb(xvfb, display)
         raise
-    logger.info("chromium %d started (%s%s), devtools on %d", browser.pid, mode,
-                f" on {display}" if display else "", debugging_port)
-    return Launched(browser, xvfb, display, debugging_port, ws_url, window, largest)
+    logger.info("chromium %d started (%s%s%s), devtools on %d", browser.pid, mode,
+                f" on {display}" if display else "",
+                ", sandboxed" if settings.sandbox else ", NOT sandboxed", debugging_port)
+    return Launched(browser, xvfb, display, debugging_port, ws_url, window, largest, helpers)

@@ -116,7 +116,8 @@ class Child:
     async def start(self) -> None:
         size = (self.settings.width, self.settings.height)
         if self.settings.audio:
-            self.audio = await asyncio.to_thread(AudioSink.open)
+            self.audio = await asyncio.to_thread(
+                AudioSink.open, os.path.join(self.profile_dir, "pulse"))
         else:
             logger.info("audio off (AUDIO=false)")
         env = self.audio.env if self.audio else {}
@@ -132,8 +133,7 @@ class Child:
         self.cdp.on("Target.targetCrashed", lambda prm, _s: self.pages.target_gone(
             prm.get("targetId"), "crashed"))
         await self.cdp.send("Target.setDiscoverTargets", {"discover": True})
-        downloads = profiles.downloads_dir(self.profile_dir)
-        os.makedirs(downloads, exist_ok=True)
+        downloads = profiles.downloads_dir(self.profile_dir)  # made by launch
         await self.cdp.send("Browser.setDownloadBehavior", {"behavior": "allow",
                                                             "downloadPath": downloads})
         targets = (await self.cdp.send("Target.getTargets"))["targetInfos"]
@@ -273,6 +273,8 @@ class Child:
             self.crashed(f"Xvfb exited with code {launched.xvfb.returncode}")
         elif self.audio is not None and (code := self.audio.reader_exit_code) is not None:
             self.crashed(f"the audio reader (parec) exited with code {code}")
+        elif self.audio is not None and (code := self.audio.daemon_exit_code) is not None:
+            self.crashed(f"the instance's pulseaudio exited with code {code}")
         else:
             return False
         return True
@@ -297,7 +299,7 @@ class Child:
             await self.stopping.wait()
         except Exception as exc:
             detail = str(exc) if isinstance(exc, BrowserStartError) else f"{exc!r}"
-            logger.error("start failed: %s", detail)
+            logger.error("start failed: %s", detail, exc_info=not isinstance(exc, BrowserStartError))
             self._send(p.Fatal("browser_start_failed", detail))
             self.exit_code = 2
         finally:

@@ -1,0 +1,252 @@
+"""Each Chromium in a sandbox of its own: a lease holder drives the whole browser over CDP, so
+whatever the browser can read, reach or write, a lease can.
+
+The sandbox is bubblewrap (`bwrap`) plus pasta, the pattern of Flatpak and of rootless
+containers, built from unprivileged user namespaces:
+
+- **user**: Chromium runs as uid 1000 of a user namespace of its own, with no capability
+  outside it; Chromium's own sandbox (its zygote's namespaces and seccomp-bpf) is on inside.
+  On the host its processes keep the server's uid (root's, when the server is root): a
+  separate host uid would need the profile's whole path opened to it.
+- **mount**: a root of its own. Read-only: `/usr` (with the merged-/usr links), and the few
+  files of `/etc` a browser needs (fonts, TLS roots, name resolution, Chromium's own
+  config). Read-write: the instance's profile only. Private `/tmp`, `/dev` and
+  `/dev/shm`. The X socket and cookie of its own display are the only other things in.
+- **pid**: its own `/proc`: no other process, no other process's environment.
+- **network**: its own, given to pasta, which carries TCP/UDP to the outside world through
+  host sockets but not to the host's loopback (`--no-map-gw`, every automatic forward off).
+  Two forwards only: the DevTools port from the host's 127.0.0.1 into the namespace, so the
+  server (and nothing in another lease's namespace) reaches it; and each `ALLOW_HOST_PORTS`
+  port from the namespace's 127.0.0.1 out to the same port on the host's.
+- **environment**: cleared, then only `ENV_ALLOW` and what the caller sets.
+
+`--die-with-parent` and the pid namespace tie the whole tree to bwrap, which is in the
+child's process group: the child's `killpg` sweep ends it. pasta is a child of ours too.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import select
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from ..errors import BrowserStartError
+
+logger = logging.getLogger(__name__)
+
+INSTALL_HINT = "apt-get install bubblewrap passt, or SANDBOX=false (a lease then reaches the host)"
+# the uid a sandboxed browser has inside its namespace
+INNER_UID = 1000
+SETUP_TIMEOUT = 10.0
+# host variables a browser may see (locale and time zone); everything else is set by us
+ENV_ALLOW = ("LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "TZ")
+# read-only pieces of the host's /etc that Chromium and its libraries read
+ETC_FILES = (
+    "fonts", "ssl", "ca-certificates", "alternatives", "ld.so.cache", "ld.so.conf",
+    "ld.so.conf.d", "resolv.conf", "hosts", "nsswitch.conf", "host.conf", "gai.conf",
+    "localtime", "timezone", "mime.types", "chromium", "chromium.d", "pulse",
+)
+# the merged-/usr links of Debian and most distributions
+USR_LINKS = ("bin", "sbin", "lib", "lib64", "lib32")
+PASSWD = f"chromium:x:{INNER_UID}:{INNER_UID}::/home/chromium:/usr/sbin/nologin\n"
+GROUP = f"chromium:x:{INNER_UID}:\n"
+
+
+def missing() -> str | None:
+    """What this machine lacks for the sandbox, or None."""
+    for tool in ("bwrap", "pasta"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed"
+    return None
+
+
+def allowed_env(extra: Mapping[str, str], environ: Mapping[str, str] | None = None
+                ) -> dict[str, str]:
+    """The environment of a browser or helper: `ENV_ALLOW` from the host, PATH, then `extra`.
+    Nothing else of the server's (its TOKEN, LIVEKIT_API_SECRET, ...) goes through."""
+    environ = os.environ if environ is None else environ
+    env = {k: environ[k] for k in ENV_ALLOW if k in environ}
+    env["PATH"] = "/usr/local/bin:/usr/bin:/bin"
+    env.update(extra)
+    return env
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on now (pasta binds it a moment later; a race lost to
+    another process fails pasta's start, which `start` retries with another port)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Spec:
+    """What goes into one sandbox besides `/usr` and `/etc`'s pieces."""
+    argv: list[str]
+    profile: str  # bound read-write at the same path, and the browser's HOME
+    env: dict[str, str]
+    port: int  # the DevTools port, the same inside and on the host's loopback
+    allow_ports: tuple[int, ...] = ()
+    ro_files: dict[str, str] = field(default_factory=dict)  # host path -> path inside
+    data_files: dict[str, bytes] = field(default_factory=dict)  # path inside -> contents
+
+
+@dataclass
+class Sandbox:
+    """A started sandbox: bwrap (whose exit is the browser's) and its pasta."""
+    bwrap: subprocess.Popen
+    pasta: subprocess.Popen
+
+    def kill(self) -> None:
+        for proc in (self.bwrap, self.pasta):
+            if proc.poll() is None:
+                proc.kill()
+        for proc in (self.bwrap, self.pasta):
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+
+
+def _bwrap_args(spec: Spec, fds: dict[str, int]) -> list[str]:
+    args = ["bwrap", "--unshare-user", "--uid", str(INNER_UID), "--gid", str(INNER_UID),
+            "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
+            "--unshare-cgroup-try", "--die-with-parent", "--new-session",
+            "--hostname", "lkpool",
+            "--ro-bind", "/usr", "/usr"]
+    for link in USR_LINKS:
+        if os.path.islink(f"/{link}"):
+            args += ["--symlink", os.readlink(f"/{link}"), f"/{link}"]
+        elif os.path.isdir(f"/{link}"):
+            args += ["--ro-bind", f"/{link}", f"/{link}"]
+    for name in ETC_FILES:
+        if os.path.exists(f"/etc/{name}"):
+            args += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
+    args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/dev/shm", "--tmpfs", "/tmp",
+             "--dir", "/home/chromium",
+             "--bind", spec.profile, spec.profile]
+    for host, inside in spec.ro_files.items():
+        args += ["--ro-bind", host, inside]
+    for inside in spec.data_files:
+        args += ["--perms", "0444", "--ro-bind-data", str(fds[inside]), inside]
+    args += ["--info-fd", str(fds["info"]), "--block-fd", str(fds["block"]),
+             "--chdir", spec.profile, "--clearenv"]
+    for key, value in spec.env.items():
+        args += ["--setenv", key, value]
+    return [*args, "--", *spec.argv]
+
+
+def _pasta_args(spec: Spec, netns_fd: int) -> list[str]:
+    args = ["pasta", "--foreground", "--quiet", "--config-net", "--no-map-gw",
+            # every forward is explicit: 'auto' (the default) would forward each port the host
+            # listens on into the namespace, the server's included
+            "-t", f"127.0.0.1/{spec.port}", "-u", "none", "-U", "none",
+            "-T", ",".join(map(str, spec.allow_ports)) if spec.allow_ports else "none"]
+    if os.geteuid() == 0:
+        args += ["--runas", "0"]  # pasta joins a namespace that is not its uid's
+    # the namespace by a descriptor we opened: pasta, which drops most capabilities first,
+    # may not open another uid's /proc/<pid>/ns itself
+    return [*args, "--netns-only", "--netns", f"/proc/self/fd/{netns_fd}"]
+
+
+def _read_info(fd: int, proc: subprocess.Popen, deadline: float) -> int:
+    """bwrap writes `{"child-pid": N, ...}` once the namespaces exist."""
+    data = b""
+    while not data.rstrip().endswith(b"}"):
+        left = deadline - time.monotonic()
+        if left <= 0 or proc.poll() is not None:
+            raise BrowserStartError(f"bwrap could not make the sandbox (exit {proc.poll()}); "
+                                    "see chromium.log; " + INSTALL_HINT)
+        if select.select([fd], [], [], min(left, 0.1))[0]:
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                continue
+            data += chunk
+    pid = int(json.loads(data)["child-pid"])
+    # pasta must not join before bwrap has written the namespace's uid map
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with open(f"/proc/{pid}/uid_map") as f:
+                if f.read().strip():
+                    return pid
+        except FileNotFoundError:
+            break  # bwrap gave up: its reason is in the log
+        time.sleep(0.002)
+    raise BrowserStartError("the sandbox's user namespace was not set up (see chromium.log)")
+
+
+def _listening(port: int) -> bool:
+    """Whether something listens on 127.0.0.1:`port` in our network namespace (pasta, once
+    its forwards are bound)."""
+    want = f"0100007F:{port:04X}"
+    with open("/proc/net/tcp") as f:
+        return any(line.split()[1] == want and line.split()[3] == "0A"
+                   for line in f.readlines()[1:])
+
+
+def _start_pasta(spec: Spec, pid: int, log, deadline: float) -> subprocess.Popen:
+    netns = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
+    try:
+        pasta = subprocess.Popen(_pasta_args(spec, netns), env=allowed_env({}),
+                                 pass_fds=(netns,), stdin=subprocess.DEVNULL, stdout=log,
+                                 stderr=log)
+    finally:
+        os.close(netns)
+    while not _listening(spec.port):
+        if pasta.poll() is not None or time.monotonic() > deadline:
+            if pasta.poll() is None:
+                pasta.kill()
+            pasta.wait()
+            raise OSError(f"pasta exited with {pasta.returncode}")
+        time.sleep(0.005)
+    return pasta
+
+
+def start(spec: Spec, log, attempts: int = 3) -> Sandbox:
+    """Starts `spec.argv` in a sandbox (blocking: run it in a thread). Chromium is held until
+    its network is in place, so its first request already goes through pasta."""
+    deadline = time.monotonic() + SETUP_TIMEOUT
+    info_r, info_w = os.pipe()
+    block_r, block_w = os.pipe()
+    data_fds: dict[str, int] = {}
+    pass_fds = [info_w, block_r]
+    try:
+        for inside, content in spec.data_files.items():
+            r, w = os.pipe()
+            os.write(w, content)  # small (a cookie, a passwd line): fits the pipe's buffer
+            os.close(w)
+            data_fds[inside] = r
+            pass_fds.append(r)
+        fds = {"info": info_w, "block": block_r, **data_fds}
+        bwrap = subprocess.Popen(
+            _bwrap_args(spec, fds), pass_fds=pass_fds, env=allowed_env({}),
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    finally:
+        for fd in (info_w, block_r, *data_fds.values()):
+            os.close(fd)
+    try:
+        pid = _read_info(info_r, bwrap, deadline)
+        for attempt in range(attempts):
+            try:
+                pasta = _start_pasta(spec, pid, log, deadline)
+                break
+            except OSError as exc:
+                if attempt == attempts - 1 or time.monotonic() > deadline:
+                    raise BrowserStartError(f"pasta could not serve the sandbox's network "
+                                            f"({exc}); see chromium.log") from exc
+        os.write(block_w, b"go")
+    except BaseException:
+        bwrap.kill()
+        bwrap.wait()
+        raise
+    finally:
+        os.close(info_r)
+        os.close(block_w)
+    return Sandbox(bwrap, pasta)
