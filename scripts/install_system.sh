@@ -6,6 +6,9 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v Xvfb >/dev/null 2>&1 || need+=(xvfb)
 command -v pulseaudio >/dev/null 2>&1 || need+=(pulseaudio)
 command -v parec >/dev/null 2>&1 || need+=(pulseaudio-utils)
+# the sandbox of each instance: namespaces (bubblewrap) and their network (pasta)
+command -v bwrap >/dev/null 2>&1 || need+=(bubblewrap)
+command -v pasta >/dev/null 2>&1 || need+=(passt)
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "installing Debian packages: ${need[*]}"
 SUDO=""
