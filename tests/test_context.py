@@ -436,7 +436,7 @@ from lkpool import BrowserContext, Settings
 with open(sys.argv[1], "a") as runs:  # top-level code: no __main__ guard around any of it
     runs.write(f"{os.getpid()}\\n")
 async def main():
-    settings = Settings(allow_host_ports=ALLOW_HOST_PORTS, chromium_profile_base_dir=sys.argv[2], audio=False)
+    settings = Settings(chromium_profile_base_dir=sys.argv[2], audio=False)
     async with BrowserContext(settings=settings) as ctx:
         page = await ctx.new_page(url="about:blank", width=320, height=240)
         print("title", repr(await page.evaluate("document.title = 'up'")))
@@ -464,9 +464,10 @@ async def test_a_script_needs_no_main_guard(tmp_path) -> None:
 async def test_the_end_removes_chromiums_singleton_folder(tmp_path, end) -> None:
     """Chromium keeps its process-singleton socket in a folder of its own in /tmp, linked
     from the profile; its browser is killed with the group, so lkpool removes the folder
-    with the profile, whether the context was closed or its child died."""
-    settings = Settings(allow_host_ports=ALLOW_HOST_PORTS, chromium_profile_base_dir=str(tmp_path / "profiles"), audio=False,
-                        capture="screencast")
+    with the profile, whether the context was closed or its child died. (Without the
+    sandbox: a sandboxed Chromium's /tmp is its own, see the next test.)"""
+    settings = Settings(sandbox=False, chromium_profile_base_dir=str(tmp_path / "profiles"),
+                        audio=False, capture="screencast")
     ctx = BrowserContext(dev_mode=False, settings=settings)
     await ctx.initialize()
     try:
@@ -484,3 +485,13 @@ async def test_the_end_removes_chromiums_singleton_folder(tmp_path, end) -> None
         await ctx.aclose()
     assert not os.path.exists(ctx.profile_dir)
     assert not os.path.exists(folder)
+
+
+async def test_a_sandboxed_chromium_leaves_nothing_in_the_hosts_tmp(tmp_path) -> None:
+    """A sandboxed Chromium's /tmp is private: its singleton folder is not in the host's."""
+    settings = Settings(chromium_profile_base_dir=str(tmp_path / "profiles"), audio=False,
+                        capture="screencast")
+    async with BrowserContext(dev_mode=False, settings=settings) as ctx:
+        folder = os.path.dirname(os.readlink(os.path.join(ctx.profile_dir, "SingletonSocket")))
+        assert os.path.basename(folder).startswith("org.chromium.Chromium.")
+        assert not os.path.exists(folder)
