@@ -28,12 +28,12 @@ import signal
 import struct
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .. import config, profiles
 from ..config import Settings
 from ..errors import BrowserStartError
-from . import sandbox
+from . import forward, sandbox
 from .screen import screen_for, set_screen_size, window_for
 
 logger = logging.getLogger(__name__)
@@ -108,14 +108,14 @@ class Launched:
     ws_url: str
     window: tuple[int, int]  # x11: the kiosk window; screencast: the headless window
     largest: tuple[int, int]  # x11: the largest window the screen can grow to
-    helpers: list[subprocess.Popen] = field(default_factory=list)  # pasta
+    box: sandbox.Sandbox | None = None  # the browser's sandbox (SANDBOX=true)
 
     def stop(self) -> None:
-        for proc in (self.browser, *self.helpers):
-            if proc.poll() is None:
-                proc.kill()
-        for proc in (self.browser, *self.helpers):
-            _reap(proc)
+        if self.box is not None:
+            self.box.kill()
+        if self.browser.poll() is None:
+            self.browser.kill()
+        _reap(self.browser)
         if self.xvfb is not None:
             stop_xvfb(self.xvfb, self.display)
 
@@ -356,6 +356,10 @@ def _start_plain(settings: Settings, profile_dir: str, port: int, mode: str,
 def _start_sandboxed(settings: Settings, profile_dir: str, port: int, mode: str,
                      window: tuple[int, int], env: dict[str, str], display: str,
                      own_sandbox: bool) -> sandbox.Sandbox:
+    # the host's end of the DevTools port is bound first: the port is ours before Chromium
+    # takes the same number in its namespace
+    listener = forward.listen(port) if forward.can_enter_namespaces() else None
+    port = listener.getsockname()[1] if listener is not None else port or sandbox.free_port()
     cmd = chromium_command(settings, profile_dir, port, mode, window, own_sandbox=own_sandbox)
     ro_files = {}
     real = os.path.dirname(os.path.realpath(cmd[0]))
@@ -371,19 +375,19 @@ def _start_sandboxed(settings: Settings, profile_dir: str, port: int, mode: str,
     spec = sandbox.Spec(cmd, profile_dir, env, port,
                         config.host_ports(settings.allow_host_ports), ro_files, data_files)
     with _log_file(profile_dir, "chromium") as log:
-        return sandbox.start(spec, log)
+        return sandbox.start(spec, log, listener)
 
 
 async def _start_browser(settings: Settings, profile_dir: str, port: int, mode: str,
                          window: tuple[int, int], env: dict[str, str], display: str
-                         ) -> tuple[subprocess.Popen, list[subprocess.Popen], int, str]:
+                         ) -> tuple[subprocess.Popen, sandbox.Sandbox | None, int, str]:
     """Starts Chromium (sandboxed unless SANDBOX=false) and waits for its DevTools; returns
-    the browser's process, helper processes, DevTools port and browser URL."""
+    the browser's process, its sandbox, DevTools port and browser URL."""
     if not settings.sandbox:
         browser = await asyncio.to_thread(_start_plain, settings, profile_dir, port, mode,
                                           window, env)
         try:
-            return (browser, [], *await _devtools(profile_dir, browser,
+            return (browser, None, *await _devtools(profile_dir, browser,
                                                   settings.start_timeout, port))
         except BaseException:
             browser.kill()
@@ -391,12 +395,12 @@ async def _start_browser(settings: Settings, profile_dir: str, port: int, mode: 
             raise
     if (lack := sandbox.missing()) is not None:
         raise BrowserStartError(f"the sandbox cannot start: {lack}; {sandbox.INSTALL_HINT}")
-    port = port or sandbox.free_port()
     for own_sandbox in (True, False):
         box = await asyncio.to_thread(_start_sandboxed, settings, profile_dir, port, mode,
                                       window, env, display, own_sandbox)
+        port = box.port
         try:
-            return (box.bwrap, [box.pasta],
+            return (box.bwrap, box,
                     *await _devtools(profile_dir, box.bwrap, settings.start_timeout, port))
         except BrowserStartError:
             box.kill()
@@ -440,7 +444,7 @@ async def launch(settings: Settings, profile_dir: str, port: int, mode: str,
     try:
         # in x11 the kiosk window fills the screen but for a one-pixel margin
         browser_environ = browser_env(profile_dir, display, env)
-        browser, helpers, debugging_port, ws_url = await _start_browser(
+        browser, box, debugging_port, ws_url = await _start_browser(
             settings, profile_dir, port, mode, window, browser_environ, display)
     except BaseException:
         if xvfb is not None:
@@ -449,4 +453,4 @@ async def launch(settings: Settings, profile_dir: str, port: int, mode: str,
     logger.info("chromium %d started (%s%s%s), devtools on %d", browser.pid, mode,
                 f" on {display}" if display else "",
                 ", sandboxed" if settings.sandbox else ", NOT sandboxed", debugging_port)
-    return Launched(browser, xvfb, display, debugging_port, ws_url, window, largest, helpers)
+    return Launched(browser, xvfb, display, debugging_port, ws_url, window, largest, box)

@@ -15,9 +15,10 @@ containers, built from unprivileged user namespaces:
 - **pid**: its own `/proc`: no other process, no other process's environment.
 - **network**: its own, given to pasta, which carries TCP/UDP to the outside world through
   host sockets but not to the host's loopback (`--no-map-gw`, every automatic forward off).
-  Two forwards only: the DevTools port from the host's 127.0.0.1 into the namespace, so the
-  server (and nothing in another lease's namespace) reaches it; and each `ALLOW_HOST_PORTS`
-  port from the namespace's 127.0.0.1 out to the same port on the host's.
+  Two ways across only: the DevTools port, from the host's 127.0.0.1 into the namespace
+  (`forward.py`), so the server (and nothing in another lease's namespace) reaches it; and
+  each `ALLOW_HOST_PORTS` port from the namespace's 127.0.0.1 out to the same port on the
+  host's (pasta's `-T`).
 - **environment**: cleared, then only `ENV_ALLOW` and what the caller sets.
 
 `--die-with-parent` and the pid namespace tie the whole tree to bwrap, which is in the
@@ -38,6 +39,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from ..errors import BrowserStartError
+from .forward import Forward
 
 logger = logging.getLogger(__name__)
 
@@ -100,11 +102,16 @@ class Spec:
 
 @dataclass
 class Sandbox:
-    """A started sandbox: bwrap (whose exit is the browser's) and its pasta."""
+    """A started sandbox: bwrap (whose exit is the browser's), its pasta, and the forward
+    of its DevTools port (None where pasta forwards it)."""
     bwrap: subprocess.Popen
     pasta: subprocess.Popen
+    port: int  # DevTools, the same inside and on the host's loopback
+    forward: Forward | None = None
 
     def kill(self) -> None:
+        if self.forward is not None:
+            self.forward.close()
         for proc in (self.bwrap, self.pasta):
             if proc.poll() is None:
                 proc.kill()
@@ -143,11 +150,12 @@ def _bwrap_args(spec: Spec, fds: dict[str, int]) -> list[str]:
     return [*args, "--", *spec.argv]
 
 
-def _pasta_args(spec: Spec, netns_fd: int) -> list[str]:
+def _pasta_args(spec: Spec, netns_fd: int, forward_devtools: bool) -> list[str]:
     args = ["pasta", "--foreground", "--quiet", "--config-net", "--no-map-gw",
             # every forward is explicit: 'auto' (the default) would forward each port the host
             # listens on into the namespace, the server's included
-            "-t", f"127.0.0.1/{spec.port}", "-u", "none", "-U", "none",
+            "-t", f"127.0.0.1/{spec.port}" if forward_devtools else "none",
+            "-u", "none", "-U", "none",
             "-T", ",".join(map(str, spec.allow_ports)) if spec.allow_ports else "none"]
     if os.geteuid() == 0:
         args += ["--runas", "0"]  # pasta joins a namespace that is not its uid's
@@ -182,24 +190,43 @@ def _read_info(fd: int, proc: subprocess.Popen, deadline: float) -> int:
     raise BrowserStartError("the sandbox's user namespace was not set up (see chromium.log)")
 
 
-def _listening(port: int) -> bool:
-    """Whether something listens on 127.0.0.1:`port` in our network namespace (pasta, once
-    its forwards are bound)."""
-    want = f"0100007F:{port:04X}"
-    with open("/proc/net/tcp") as f:
-        return any(line.split()[1] == want and line.split()[3] == "0A"
-                   for line in f.readlines()[1:])
+def _listening(ports: Iterable[int], net: str = "/proc/net") -> bool:
+    """Whether every one of `ports` has a listening socket in the network namespace whose
+    /proc/<pid>/net is `net`."""
+    found = set()
+    for table in ("tcp", "tcp6"):
+        try:
+            with open(os.path.join(net, table)) as f:
+                for line in f.readlines()[1:]:
+                    fields = line.split()
+                    if fields[3] == "0A":  # LISTEN
+                        found.add(int(fields[1].rsplit(":", 1)[1], 16))
+        except FileNotFoundError:
+            continue
+    return set(ports) <= found
 
 
-def _start_pasta(spec: Spec, pid: int, log, deadline: float) -> subprocess.Popen:
+def _routed(pid: int) -> bool:
+    """Whether pasta has configured the namespace (its default route is there)."""
+    with open(f"/proc/{pid}/net/route") as f:
+        return any(line.split()[1] == "00000000" for line in f.readlines()[1:])
+
+
+def _start_pasta(spec: Spec, pid: int, log, deadline: float, forward_devtools: bool
+                 ) -> subprocess.Popen:
     netns = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
     try:
-        pasta = subprocess.Popen(_pasta_args(spec, netns), env=allowed_env({}),
-                                 pass_fds=(netns,), stdin=subprocess.DEVNULL, stdout=log,
-                                 stderr=log)
+        pasta = subprocess.Popen(_pasta_args(spec, netns, forward_devtools),
+                                 env=allowed_env({}), pass_fds=(netns,),
+                                 stdin=subprocess.DEVNULL, stdout=log, stderr=log)
     finally:
         os.close(netns)
-    while not _listening(spec.port):
+
+    def ready() -> bool:
+        return ((not forward_devtools or _listening([spec.port]))
+                and _listening(spec.allow_ports, f"/proc/{pid}/net") and _routed(pid))
+
+    while not ready():
         if pasta.poll() is not None or time.monotonic() > deadline:
             if pasta.poll() is None:
                 pasta.kill()
@@ -209,9 +236,11 @@ def _start_pasta(spec: Spec, pid: int, log, deadline: float) -> subprocess.Popen
     return pasta
 
 
-def start(spec: Spec, log, attempts: int = 3) -> Sandbox:
+def start(spec: Spec, log, listener: socket.socket | None, attempts: int = 3) -> Sandbox:
     """Starts `spec.argv` in a sandbox (blocking: run it in a thread). Chromium is held until
-    its network is in place, so its first request already goes through pasta."""
+    its network is in place, so its first request already goes through pasta. `listener`:
+    the host's end of the DevTools port (`forward.listen`, on `spec.port`), or None for
+    pasta to forward it; it is the sandbox's from here, closed on failure."""
     deadline = time.monotonic() + SETUP_TIMEOUT
     info_r, info_w = os.pipe()
     block_r, block_w = os.pipe()
@@ -235,18 +264,26 @@ def start(spec: Spec, log, attempts: int = 3) -> Sandbox:
         pid = _read_info(info_r, bwrap, deadline)
         for attempt in range(attempts):
             try:
-                pasta = _start_pasta(spec, pid, log, deadline)
+                pasta = _start_pasta(spec, pid, log, deadline, listener is None)
                 break
             except OSError as exc:
                 if attempt == attempts - 1 or time.monotonic() > deadline:
                     raise BrowserStartError(f"pasta could not serve the sandbox's network "
                                             f"({exc}); see chromium.log") from exc
+        try:
+            forward = Forward(listener, pid) if listener is not None else None
+        except BaseException:
+            pasta.kill()
+            pasta.wait()
+            raise
         os.write(block_w, b"go")
     except BaseException:
+        if listener is not None:
+            listener.close()
         bwrap.kill()
         bwrap.wait()
         raise
     finally:
         os.close(info_r)
         os.close(block_w)
-    return Sandbox(bwrap, pasta)
+    return Sandbox(bwrap, pasta, spec.port, forward)

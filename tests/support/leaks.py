@@ -297,8 +297,10 @@ def check(before: Snapshot, profile_dirs: list[Path], wait: float = 10.0) -> lis
         profiles = [str(c) for d in profile_dirs if d.exists() for c in d.iterdir()]
         fds = new_fds(before)
         mine = {os.getpid(), *seen_pids, *spawned_pids}
+        # instances no longer load sinks into the shared daemon: one there is a leak only when
+        # its child is ours (another run's, dead or alive, is not ours to judge)
         sinks = {name: module for name, (module, pid) in pulse_sinks().items()
-                 if name not in before.sinks and (pid in mine or not _pid_alive(pid))}
+                 if name not in before.sinks and pid in mine}
         xs = _owned_x_sockets(x_sockets() - before.x_sockets, seen_pids)
         if not (procs or shm or profiles or fds or sinks or xs) or time.monotonic() > deadline:
             break
