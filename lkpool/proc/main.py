@@ -34,6 +34,7 @@ from . import xlib
 from .audio import AudioSink
 from .cdp import CDPClosed, CDPConnection, CDPError, CDPTimeout
 from .channel import Channel, ChannelClosed
+from .downloads import DownloadCap
 from .chromium import Launched, launch
 from .pages import Pages
 from .screen import Screen
@@ -134,8 +135,9 @@ class Child:
             prm.get("targetId"), "crashed"))
         await self.cdp.send("Target.setDiscoverTargets", {"discover": True})
         downloads = profiles.downloads_dir(self.profile_dir)  # made by launch
-        await self.cdp.send("Browser.setDownloadBehavior", {"behavior": "allow",
-                                                            "downloadPath": downloads})
+        self.downloads = DownloadCap(self.cdp, self.settings.download_max_bytes)
+        await self.cdp.send("Browser.setDownloadBehavior", {
+            "behavior": "allow", "downloadPath": downloads, "eventsEnabled": True})
         targets = (await self.cdp.send("Target.getTargets"))["targetInfos"]
         launched = self.launched
         screen = Screen(launched.display, launched.largest, launched.window) \

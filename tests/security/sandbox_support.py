@@ -8,6 +8,7 @@ clash with tests/security/conftest.py of the REST side's tests).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import secrets
@@ -43,6 +44,7 @@ async def serve_site(extra: dict[str, web.Response] | None = None) -> AsyncItera
 
     async def download(request: web.Request) -> web.StreamResponse:
         size = int(request.query.get("bytes", "1024"))
+        pause = float(request.query.get("pause", "0"))  # seconds between 64 KB chunks
         resp = web.StreamResponse(headers={
             "Content-Type": "application/octet-stream", "Content-Length": str(size),
             "Content-Disposition": f"attachment; filename={DOWNLOAD_NAME}"})
@@ -54,6 +56,8 @@ async def serve_site(extra: dict[str, web.Response] | None = None) -> AsyncItera
                 part = chunk[:min(len(chunk), size - sent)]
                 await resp.write(part)
                 sent += len(part)
+                if pause:
+                    await asyncio.sleep(pause)
         except (ConnectionResetError, ConnectionError):
             pass
         return resp
