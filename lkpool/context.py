@@ -48,7 +48,7 @@ from .events import EventEmitter
 from .page import AudioData, BrowserPage, PaintData, check_framerate, check_size
 from .proc import protocol as p
 from .proc.channel import Channel, ChannelClosed
-from .proc.chromium import remove_display_files
+from .proc.display import remove_display_files
 from .tasks import spawn
 
 __all__ = ["AudioData", "BrowserContext", "BrowserPage", "PaintData", "check_framerate",

@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from lkpool.proc import xlib
-from lkpool.proc.chromium import start_xvfb, stop_xvfb, xauthority
+from lkpool.proc.display import start_xvfb, stop_xvfb, xauthority
 from lkpool.proc.screen import MODE_PREFIX, MIN_WINDOW, Screen, set_screen_size, window_for
 
 pytestmark = pytest.mark.skipif(shutil.which("Xvfb") is None, reason="needs Xvfb")
