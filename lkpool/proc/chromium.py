@@ -13,6 +13,7 @@ it runs, with an allow-listed environment: nothing of the server's reaches a lea
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -225,7 +226,8 @@ def _start_plain(settings: Settings, profile_dir: str, port: int, mode: str,
 
 def _start_sandboxed(settings: Settings, profile_dir: str, port: int, mode: str,
                      window: tuple[int, int], env: dict[str, str], display: str,
-                     own_sandbox: bool) -> sandbox.Sandbox:
+                     own_sandbox: bool, xvfb_pid: int) -> sandbox.Sandbox:
+    """`xvfb_pid`: an Xvfb in an IPC namespace of its own, which the sandbox joins (or 0)."""
     # the host's end of the DevTools port is bound first: the port is ours before Chromium
     # takes the same number in its namespace
     listener = forward.listen(port) if forward.can_enter_namespaces() else None
@@ -243,13 +245,15 @@ def _start_sandboxed(settings: Settings, profile_dir: str, port: int, mode: str,
         with open(xauthority(profile_dir), "rb") as f:
             data_files[env["XAUTHORITY"]] = f.read()
     spec = sandbox.Spec(cmd, profile_dir, env, port,
-                        config.host_ports(settings.allow_host_ports), ro_files, data_files)
+                        config.host_ports(settings.allow_host_ports), ro_files, data_files,
+                        ipc_of=xvfb_pid)
     with log_file(profile_dir, "chromium") as log:
         return sandbox.start(spec, log, listener)
 
 
 async def _start_browser(settings: Settings, profile_dir: str, port: int, mode: str,
-                         window: tuple[int, int], env: dict[str, str], display: str
+                         window: tuple[int, int], env: dict[str, str], display: str,
+                         xvfb_pid: int = 0
                          ) -> tuple[subprocess.Popen, sandbox.Sandbox | None, int, str]:
     """Starts Chromium (sandboxed unless SANDBOX=false) and waits for its DevTools; returns
     the browser's process, its sandbox, DevTools port and browser URL."""
@@ -267,7 +271,7 @@ async def _start_browser(settings: Settings, profile_dir: str, port: int, mode: 
         raise BrowserStartError(f"the sandbox cannot start: {lack}; {sandbox.INSTALL_HINT}")
     for own_sandbox in (True, False):
         box = await asyncio.to_thread(_start_sandboxed, settings, profile_dir, port, mode,
-                                      window, env, display, own_sandbox)
+                                      window, env, display, own_sandbox, xvfb_pid)
         port = box.port
         try:
             return (box.bwrap, box,
@@ -298,10 +302,12 @@ async def launch(settings: Settings, profile_dir: str, port: int, mode: str,
     `env`: what the browser needs besides its home and display (the audio server)."""
     os.makedirs(profiles.downloads_dir(profile_dir), exist_ok=True)
     xvfb, display, window, largest = None, "", size, size
+    own_ipc = settings.sandbox and forward.can_enter_namespaces()
     if mode == "x11":
         window = window_for(size)
         largest = (max(window[0], settings.screen_width), max(window[1], settings.screen_height))
-        xvfb, display = await asyncio.to_thread(start_xvfb, *screen_for(largest), profile_dir)
+        xvfb, display = await asyncio.to_thread(
+            functools.partial(start_xvfb, *screen_for(largest), profile_dir, own_ipc=own_ipc))
         # this process is the instance's child: its one display, for its own X clients
         # (screen fitting, capture) as for the browser
         os.environ["XAUTHORITY"] = xauthority(profile_dir)
@@ -315,7 +321,8 @@ async def launch(settings: Settings, profile_dir: str, port: int, mode: str,
         # in x11 the kiosk window fills the screen but for a one-pixel margin
         browser_environ = browser_env(profile_dir, display, env)
         browser, box, debugging_port, ws_url = await _start_browser(
-            settings, profile_dir, port, mode, window, browser_environ, display)
+            settings, profile_dir, port, mode, window, browser_environ, display,
+            xvfb.pid if xvfb is not None and own_ipc else 0)
     except BaseException:
         if xvfb is not None:
             stop_xvfb(xvfb, display)

@@ -43,7 +43,8 @@ def reap(proc: subprocess.Popen, timeout: float = 5) -> None:
         pass
 
 
-def start_xvfb(width: int, height: int, profile_dir: str) -> tuple[subprocess.Popen, str]:
+def start_xvfb(width: int, height: int, profile_dir: str, *, own_ipc: bool = False
+               ) -> tuple[subprocess.Popen, str]:
     """A private X server with a `width`x`height` screen; returns it and its display name."""
     xvfb = shutil.which("Xvfb")
     if xvfb is None:
@@ -57,7 +58,10 @@ def start_xvfb(width: int, height: int, profile_dir: str) -> tuple[subprocess.Po
     try:
         with log_file(profile_dir, "xvfb") as log:
             proc = subprocess.Popen(
-                [xvfb, "-displayfd", str(wfd), "-screen", "0", f"{width}x{height}x24",
+                # own_ipc: an IPC namespace of its own, which the instance's sandbox then
+                # joins (see sandbox.py): Chromium hands its frames to Xvfb in SysV shared
+                # memory (MIT-SHM), which must be in one namespace with Xvfb and no other's
+                [*(["unshare", "--ipc", "--"] if own_ipc else []), xvfb, "-displayfd", str(wfd), "-screen", "0", f"{width}x{height}x24",
                  "-nolisten", "tcp", "-noreset", "-dpi", "96", "-auth", server_auth,
                  # Chromium renders in software and never asks for GLX; without it Xvfb
                  # does not load Mesa and LLVM: 20 MB less per instance

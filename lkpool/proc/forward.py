@@ -152,3 +152,94 @@ class _Pair:
             self._forget(*self.socks)
             for sock in self.socks:
                 sock.close()
+
+
+class Outward:
+    """Each of `ports` from 127.0.0.1 of the namespace of process `pid` out to the same port
+    on the host's 127.0.0.1 (ALLOW_HOST_PORTS), where the sandbox's network (slirp4netns,
+    `--disable-host-loopback`) reaches no host loopback port at all.
+
+    Each listening socket is made by a short-lived thread inside the namespace; the thread
+    that accepts stays in the host's, so the sockets it opens to the host's ports are the
+    host's."""
+
+    def __init__(self, pid: int, ports: tuple[int, ...]) -> None:
+        self._netns = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        self._lock = threading.Lock()
+        self._open: set[socket.socket] = set()
+        self._closed = False
+        self.listeners = self._listen_inside(ports) if ports else []
+        self._threads = [threading.Thread(target=self._accept, args=(sock,), daemon=True,
+                                          name=f"allowed-{sock.getsockname()[1]}")
+                         for sock in self.listeners]
+        for thread in self._threads:
+            thread.start()
+
+    def _listen_inside(self, ports: tuple[int, ...]) -> list[socket.socket]:
+        made: list[socket.socket] = []
+        failure: list[BaseException] = []
+
+        def inside() -> None:
+            try:
+                os.setns(self._netns, os.CLONE_NEWNET)
+                for port in ports:
+                    made.append(listen(port))
+            except OSError as exc:
+                failure.append(exc)
+
+        thread = threading.Thread(target=inside, name="allowed-listen")
+        thread.start()
+        thread.join()
+        if failure:
+            for sock in made:
+                sock.close()
+            os.close(self._netns)
+            raise failure[0]
+        return made
+
+    def _accept(self, listener: socket.socket) -> None:
+        port = listener.getsockname()[1]
+        while True:
+            try:
+                inner, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                outer = socket.create_connection(("127.0.0.1", port), timeout=5)
+                outer.settimeout(None)
+            except OSError:
+                inner.close()  # nothing listens on the host's port: refused, as it would be
+                continue
+            for sock in (outer, inner):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with self._lock:
+                if self._closed:
+                    inner.close()
+                    outer.close()
+                    return
+                self._open.update((inner, outer))
+            pair = _Pair(outer, inner, self._forget)
+            for src, dst in ((outer, inner), (inner, outer)):
+                threading.Thread(target=pair.pump, args=(src, dst), daemon=True,
+                                 name=f"allowed-{port}-pump").start()
+
+    def _forget(self, *socks: socket.socket) -> None:
+        with self._lock:
+            self._open.difference_update(socks)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            socks = list(self._open)
+        for sock in (*self.listeners, *socks):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        for sock in self.listeners:
+            sock.close()
+        for thread in self._threads:
+            thread.join(timeout=2)
+        os.close(self._netns)

@@ -1,8 +1,8 @@
 """Each Chromium in a sandbox of its own: a lease holder drives the whole browser over CDP, so
 whatever the browser can read, reach or write, a lease can.
 
-The sandbox is bubblewrap (`bwrap`) plus pasta, the pattern of Flatpak and of rootless
-containers, built from unprivileged user namespaces:
+The sandbox is bubblewrap (`bwrap`) plus a user-mode network (slirp4netns, or pasta), the
+pattern of Flatpak and of rootless containers, built from unprivileged user namespaces:
 
 - **user**: Chromium runs as uid 1000 of a user namespace of its own, with no capability
   outside it; Chromium's own sandbox (its zygote's namespaces and seccomp-bpf) is on inside.
@@ -13,16 +13,24 @@ containers, built from unprivileged user namespaces:
   config). Read-write: the instance's profile only. Private `/tmp`, `/dev` and
   `/dev/shm`. The X socket and cookie of its own display are the only other things in.
 - **pid**: its own `/proc`: no other process, no other process's environment.
-- **network**: its own, given to pasta, which carries TCP/UDP to the outside world through
-  host sockets but not to the host's loopback (`--no-map-gw`, every automatic forward off).
-  Two ways across only: the DevTools port, from the host's 127.0.0.1 into the namespace
-  (`forward.py`), so the server (and nothing in another lease's namespace) reaches it; and
-  each `ALLOW_HOST_PORTS` port from the namespace's 127.0.0.1 out to the same port on the
-  host's (pasta's `-T`).
+- **IPC**: its own SysV IPC namespace, shared with its own Xvfb only (Chromium hands frames
+  to Xvfb in SysV shared memory, MIT-SHM: in a namespace without Xvfb it falls back on the
+  socket, +40% CPU at 1080p60). A server that is not root cannot make Xvfb one: the
+  sandbox then keeps the host's IPC namespace.
+- **network**: its own, given to slirp4netns, which carries TCP/UDP to the outside world
+  through host sockets but not to the host's loopback (`--disable-host-loopback`; it runs
+  in a sandbox and seccomp filter of its own). Two ways across only, both `forward.py`'s:
+  the DevTools port, from the host's 127.0.0.1 into the namespace, so the server (and
+  nothing in another lease's namespace) reaches it; and each `ALLOW_HOST_PORTS` port from
+  the namespace's 127.0.0.1 out to the same port on the host's. Those forwards enter the
+  namespace with `setns`, which a server that is not root may not: it gets pasta instead
+  (`--no-map-gw`, every automatic forward off, `-t` and `-T` for the two), which costs
+  about 28 MB of memory per instance (slirp4netns: 1 MB) and whose copy on Debian 12
+  (2023-03) can stall under a slow reader.
 - **environment**: cleared, then only `ENV_ALLOW` and what the caller sets.
 
 `--die-with-parent` and the pid namespace tie the whole tree to bwrap, which is in the
-child's process group: the child's `killpg` sweep ends it. pasta is a child of ours too.
+child's process group: the child's `killpg` sweep ends it, and its network process too.
 """
 
 from __future__ import annotations
@@ -39,11 +47,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from ..errors import BrowserStartError
-from .forward import Forward
+from .forward import Forward, Outward, can_enter_namespaces
 
 logger = logging.getLogger(__name__)
 
-INSTALL_HINT = "apt-get install bubblewrap passt, or SANDBOX=false (a lease then reaches the host)"
+INSTALL_HINT = ("apt-get install bubblewrap slirp4netns passt, or SANDBOX=false (a lease then "
+                "reaches the host)")
+# the DNS server slirp4netns answers on (it forwards to the host's)
+SLIRP_DNS = "10.0.2.3"
 # the uid a sandboxed browser has inside its namespace
 INNER_UID = 1000
 SETUP_TIMEOUT = 10.0
@@ -55,6 +66,9 @@ ETC_FILES = (
     "ld.so.conf.d", "resolv.conf", "hosts", "nsswitch.conf", "host.conf", "gai.conf",
     "localtime", "timezone", "mime.types", "chromium", "chromium.d", "pulse",
 )
+# caches built for every program on the host: without fontconfig's, each browser would build
+# its own in memory at start (+30 MB per instance, and time)
+SHARED_CACHES = ("/var/cache/fontconfig",)
 # the merged-/usr links of Debian and most distributions
 USR_LINKS = ("bin", "sbin", "lib", "lib64", "lib32")
 PASSWD = f"chromium:x:{INNER_UID}:{INNER_UID}::/home/chromium:/usr/sbin/nologin\n"
@@ -63,7 +77,7 @@ GROUP = f"chromium:x:{INNER_UID}:\n"
 
 def missing() -> str | None:
     """What this machine lacks for the sandbox, or None."""
-    for tool in ("bwrap", "pasta"):
+    for tool in ("bwrap", "slirp4netns" if can_enter_namespaces() else "pasta"):
         if shutil.which(tool) is None:
             return f"{tool} is not installed"
     return None
@@ -98,24 +112,27 @@ class Spec:
     allow_ports: tuple[int, ...] = ()
     ro_files: dict[str, str] = field(default_factory=dict)  # host path -> path inside
     data_files: dict[str, bytes] = field(default_factory=dict)  # path inside -> contents
+    ipc_of: int = 0  # a process whose IPC namespace the sandbox shares (its Xvfb), or 0
 
 
 @dataclass
 class Sandbox:
-    """A started sandbox: bwrap (whose exit is the browser's), its pasta, and the forward
-    of its DevTools port (None where pasta forwards it)."""
+    """A started sandbox: bwrap (whose exit is the browser's), its network (slirp4netns or
+    pasta), and our forwards (None where pasta does the forwarding)."""
     bwrap: subprocess.Popen
-    pasta: subprocess.Popen
+    network: subprocess.Popen
     port: int  # DevTools, the same inside and on the host's loopback
     forward: Forward | None = None
+    outward: Outward | None = None
 
     def kill(self) -> None:
-        if self.forward is not None:
-            self.forward.close()
-        for proc in (self.bwrap, self.pasta):
+        for fwd in (self.forward, self.outward):
+            if fwd is not None:
+                fwd.close()
+        for proc in (self.bwrap, self.network):
             if proc.poll() is None:
                 proc.kill()
-        for proc in (self.bwrap, self.pasta):
+        for proc in (self.bwrap, self.network):
             try:
                 proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
@@ -124,7 +141,8 @@ class Sandbox:
 
 def _bwrap_args(spec: Spec, fds: dict[str, int]) -> list[str]:
     args = ["bwrap", "--unshare-user", "--uid", str(INNER_UID), "--gid", str(INNER_UID),
-            "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
+            "--unshare-pid", "--unshare-net", "--unshare-uts",
+            *([] if spec.ipc_of else ["--unshare-ipc"]),
             "--unshare-cgroup-try", "--die-with-parent", "--new-session",
             "--hostname", "lkpool",
             "--ro-bind", "/usr", "/usr"]
@@ -136,6 +154,9 @@ def _bwrap_args(spec: Spec, fds: dict[str, int]) -> list[str]:
     for name in ETC_FILES:
         if os.path.exists(f"/etc/{name}"):
             args += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
+    for folder in SHARED_CACHES:
+        if os.path.isdir(folder):
+            args += ["--ro-bind", folder, folder]
     args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/dev/shm", "--tmpfs", "/tmp",
              "--dir", "/home/chromium",
              "--bind", spec.profile, spec.profile]
@@ -147,7 +168,10 @@ def _bwrap_args(spec: Spec, fds: dict[str, int]) -> list[str]:
              "--chdir", spec.profile, "--clearenv"]
     for key, value in spec.env.items():
         args += ["--setenv", key, value]
-    return [*args, "--", *spec.argv]
+    args = [*args, "--", *spec.argv]
+    if spec.ipc_of:  # into the IPC namespace of the instance's Xvfb (display.py)
+        args = ["nsenter", f"--ipc=/proc/{spec.ipc_of}/ns/ipc", "--", *args]
+    return args
 
 
 def _pasta_args(spec: Spec, netns_fd: int, forward_devtools: bool) -> list[str]:
@@ -236,12 +260,50 @@ def _start_pasta(spec: Spec, pid: int, log, deadline: float, forward_devtools: b
     return pasta
 
 
+def _tail(path: str, size: int = 300) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, os.path.getsize(path) - size))
+            return f.read().decode(errors="replace").strip().replace("\n", " / ")
+    except OSError:
+        return ""
+
+
+def _start_slirp(pid: int, log, deadline: float) -> subprocess.Popen:
+    ready_r, ready_w = os.pipe()
+    # the network namespace by a descriptor of ours, and no user namespace to join: as root
+    # it needs none, and joining bwrap's while bwrap still sets it up fails now and then
+    netns = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
+    try:
+        proc = subprocess.Popen(
+            ["slirp4netns", "--configure", "--mtu=65520", "--disable-host-loopback",
+             "--enable-sandbox", "--enable-seccomp", f"--ready-fd={ready_w}",
+             "--netns-type=path", f"/proc/self/fd/{netns}", "tap0"],
+            pass_fds=(ready_w, netns), env=allowed_env({}), stdin=subprocess.DEVNULL,
+            stdout=log, stderr=log)
+    finally:
+        os.close(ready_w)
+        os.close(netns)
+    try:
+        left = max(0.0, deadline - time.monotonic())
+        if not (select.select([ready_r], [], [], left)[0] and os.read(ready_r, 1) == b"1"):
+            proc.kill()
+            proc.wait()
+            raise OSError(f"slirp4netns did not get ready (exit {proc.returncode}): "
+                          f"{_tail(log.name)}")
+    finally:
+        os.close(ready_r)
+    return proc
+
+
 def start(spec: Spec, log, listener: socket.socket | None, attempts: int = 3) -> Sandbox:
     """Starts `spec.argv` in a sandbox (blocking: run it in a thread). Chromium is held until
     its network is in place, so its first request already goes through pasta. `listener`:
     the host's end of the DevTools port (`forward.listen`, on `spec.port`), or None for
     pasta to forward it; it is the sandbox's from here, closed on failure."""
     deadline = time.monotonic() + SETUP_TIMEOUT
+    if listener is not None:  # slirp4netns: name resolution through its DNS forwarder
+        spec.data_files["/etc/resolv.conf"] = f"nameserver {SLIRP_DNS}\n".encode()
     info_r, info_w = os.pipe()
     block_r, block_w = os.pipe()
     data_fds: dict[str, int] = {}
@@ -264,17 +326,20 @@ def start(spec: Spec, log, listener: socket.socket | None, attempts: int = 3) ->
         pid = _read_info(info_r, bwrap, deadline)
         for attempt in range(attempts):
             try:
-                pasta = _start_pasta(spec, pid, log, deadline, listener is None)
+                network = (_start_slirp(pid, log, deadline) if listener is not None
+                           else _start_pasta(spec, pid, log, deadline, True))
                 break
             except OSError as exc:
                 if attempt == attempts - 1 or time.monotonic() > deadline:
-                    raise BrowserStartError(f"pasta could not serve the sandbox's network "
-                                            f"({exc}); see chromium.log") from exc
+                    raise BrowserStartError(f"the sandbox's network did not start ({exc}); "
+                                            "see chromium.log") from exc
+        box = Sandbox(bwrap, network, spec.port)
         try:
-            forward = Forward(listener, pid) if listener is not None else None
+            if listener is not None:
+                box.forward = Forward(listener, pid)
+                box.outward = Outward(pid, spec.allow_ports)
         except BaseException:
-            pasta.kill()
-            pasta.wait()
+            box.kill()
             raise
         os.write(block_w, b"go")
     except BaseException:
@@ -286,4 +351,4 @@ def start(spec: Spec, log, listener: socket.socket | None, attempts: int = 3) ->
     finally:
         os.close(info_r)
         os.close(block_w)
-    return Sandbox(bwrap, pasta, spec.port, forward)
+    return box
