@@ -55,6 +55,7 @@ INSTALL_HINT = ("apt-get install bubblewrap slirp4netns passt, or SANDBOX=false 
                 "reaches the host)")
 # the DNS server slirp4netns answers on (it forwards to the host's)
 SLIRP_DNS = "10.0.2.3"
+TMP_BYTES = 128 << 20
 # the uid a sandboxed browser has inside its namespace
 INNER_UID = 1000
 SETUP_TIMEOUT = 10.0
@@ -157,7 +158,9 @@ def _bwrap_args(spec: Spec, fds: dict[str, int]) -> list[str]:
     for folder in SHARED_CACHES:
         if os.path.isdir(folder):
             args += ["--ro-bind", folder, folder]
-    args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/dev/shm", "--tmpfs", "/tmp",
+    args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/dev/shm",
+             # /tmp is memory: bounded, so a lease cannot fill the host's RAM through it
+             "--size", str(TMP_BYTES), "--tmpfs", "/tmp",
              "--dir", "/home/chromium",
              "--bind", spec.profile, spec.profile]
     for host, inside in spec.ro_files.items():

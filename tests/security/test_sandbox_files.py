@@ -123,3 +123,21 @@ def _is_python(proc: psutil.Process) -> bool:
     except psutil.Error:
         return False
     return os.path.realpath(exe) == os.path.realpath(sys.executable) or "python" in exe
+
+
+def test_the_profile_folders_are_closed_to_other_users(tmp_path) -> None:
+    """The base folder of the profiles (made or found wide open) and each profile are 0700:
+    another local user cannot list the leases' cookies, storage and downloads."""
+    from lkpool import profiles
+
+    base = tmp_path / "open"
+    base.mkdir(mode=0o777)
+    os.chmod(base, 0o777)
+    made = profiles.create(str(base))
+    fresh = profiles.create(str(tmp_path / "new" / "base"))
+    try:
+        for folder in (base, made, os.path.dirname(fresh), fresh):
+            assert os.stat(folder).st_mode & 0o077 == 0, oct(os.stat(folder).st_mode)
+    finally:
+        profiles.remove(made)
+        profiles.remove(fresh)
