@@ -204,13 +204,11 @@ class APIClient:
             self._http = None
 
     def _headers(self) -> dict[str, str]:
+        """The token goes in a header, never in a URL (URLs end up in logs and Referers)."""
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
     def _params(self, params: dict[str, Any] | None = None) -> dict[str, str]:
-        out = {k: str(v) for k, v in (params or {}).items() if v is not None}
-        if self.token:
-            out["token"] = self.token
-        return out
+        return {k: str(v) for k, v in (params or {}).items() if v is not None}
 
     def _session(self) -> aiohttp.ClientSession:
         if self._http is None or self._http.closed:
@@ -229,7 +227,7 @@ class APIClient:
                 return await resp.json(content_type=None)
         except aiohttp.ClientError as exc:
             raise APIError(0, "connection_failed", f"{method} {path}: {exc}") from exc
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             raise APIError(0, "timeout", f"{method} {path} took too long") from exc
 
     def _require_session(self) -> str:
@@ -275,7 +273,7 @@ class APIClient:
             with contextlib.suppress(APIError):
                 await self.deallocate_browser()
             raise
-        self._log.debug("allocated %s", self.session_id)
+        self._log.debug("allocated %s…", self.session_id[:6])
         return self.session_id
 
     async def deallocate_browser(self) -> bool:
@@ -382,7 +380,7 @@ class APIClient:
         try:
             await self._cdp.send_str(json.dumps(msg))
             response = await asyncio.wait_for(fut, timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise APIError(0, "timeout", f"{method} got no answer in {timeout} s") from None
         finally:
             self._pending.pop(msg_id, None)
@@ -418,10 +416,15 @@ class APIClient:
     async def wait_for(self, event: str, timeout: float = 30.0) -> dict[str, Any]:
         """The params of the next `event` (its domain must be enabled)."""
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        cb_id = self._callbacks.add(event, lambda p: fut.done() or fut.set_result(p), True)
+
+        def resolve(params: dict[str, Any]) -> None:
+            if not fut.done():
+                fut.set_result(params)
+
+        cb_id = self._callbacks.add(event, resolve, True)
         try:
             return await asyncio.wait_for(fut, timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise APIError(0, "timeout", f"no {event} within {timeout} s") from None
         finally:
             self._callbacks.remove(cb_id)

@@ -14,7 +14,6 @@ import asyncio
 import logging
 import os
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -90,8 +89,8 @@ def stored_origins(profile: str) -> set[str]:
                         data = f.read(MAX_SCAN_BYTES)
                 except OSError:
                     continue
-                for m in ORIGIN_IN_TEXT.finditer(data):
-                    found.add(f"{m.group(1).decode()}://{m.group(2).decode().lower()}")
+                for hit in ORIGIN_IN_TEXT.finditer(data):
+                    found.add(f"{hit.group(1).decode()}://{hit.group(2).decode().lower()}")
     return found
 
 
@@ -172,9 +171,3 @@ async def _close_all_but_the_primary_page(send, origins: set[str]) -> str:
             await send("Target.closeTarget", targetId=t["targetId"])
     return primary
 
-
-def stats(*, count: int, created: float, last_used: float) -> dict[str, Any]:
-    """The object-pool stats handed to `check_invalid`: uses, age and last use."""
-    now = time.monotonic()
-    return {"count": count, "age": now - created, "last_used": last_used,
-            "new": count == 0}

@@ -11,6 +11,7 @@ command -v parec >/dev/null 2>&1 || need+=(pulseaudio-utils)
 command -v bwrap >/dev/null 2>&1 || need+=(bubblewrap)
 command -v slirp4netns >/dev/null 2>&1 || need+=(slirp4netns)
 command -v pasta >/dev/null 2>&1 || need+=(passt)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)  # the cluster's shared state
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "installing Debian packages: ${need[*]}"
 SUDO=""

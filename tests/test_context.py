@@ -12,8 +12,15 @@ import pytest
 import pytest_asyncio
 
 from lkpool import BrowserContext, PaintData, Settings
-from lkpool.errors import (BrowserStartError, ClosedError, InstanceCrashed, InvalidArgument,
-                           NavigationError, PageError, RequestTimeout)
+from lkpool.errors import (
+    BrowserStartError,
+    ClosedError,
+    InstanceCrashed,
+    InvalidArgument,
+    NavigationError,
+    PageError,
+    RequestTimeout,
+)
 from tests.support.pages import ALLOW_HOST_PORTS, CLICKS, serve_pages, solid
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -45,7 +52,8 @@ async def site():
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def ctx(tmp_path_factory):
-    settings = Settings(allow_host_ports=ALLOW_HOST_PORTS, chromium_profile_base_dir=str(tmp_path_factory.mktemp("profiles")))
+    settings = Settings(allow_host_ports=ALLOW_HOST_PORTS,
+                        chromium_profile_base_dir=str(tmp_path_factory.mktemp("profiles")))
     async with BrowserContext(dev_mode=False, settings=settings) as ctx:
         yield ctx
 
@@ -107,9 +115,9 @@ async def test_input_is_posted_in_order_with_back_pressure(ctx, site, monkeypatc
     (livekit.browser's calls do the same): while the page's main thread is busy, moves are
     sent and wait in Chromium, beyond MAX_POSTED the next one waits, and the page then
     handles them in order, the click that followed last. `click` returns once handled."""
-    from lkpool import context
+    from lkpool import connection
 
-    monkeypatch.setattr(context, "MAX_POSTED", 4)
+    monkeypatch.setattr(connection, "MAX_POSTED", 4)
     page = await ctx.new_page(url=f"{site}/moves", width=320, height=240)
     try:
         await page.evaluate("new Promise(r => document.readyState === 'complete' ? r() : "
@@ -119,7 +127,7 @@ async def test_input_is_posted_in_order_with_back_pressure(ctx, site, monkeypatc
         await asyncio.sleep(0.2)  # the page is now busy for the next three seconds
         for x in (10, 20, 30, 40):
             await page.send_mouse_move(x, 50)
-        assert len(ctx._posted) == 4  # sent, and none handled yet
+        assert len(ctx._connection.posted) == 4  # sent, and none handled yet
         with pytest.raises(RequestTimeout):
             await page.input_handled(timeout=0.2)
         fifth = asyncio.ensure_future(page.send_mouse_move(50, 50))
@@ -127,7 +135,7 @@ async def test_input_is_posted_in_order_with_back_pressure(ctx, site, monkeypatc
         assert not fifth.done()  # back-pressure: it waits for the oldest to be handled
         await page.click(100, 60)
         await page.input_handled()
-        assert fifth.done() and not ctx._posted
+        assert fifth.done() and not ctx._connection.posted
         log = await page.evaluate("window.log")
         moves = [x for x in log if x != "down"]
         assert log[-1] == "down" and moves[-1] == 100
@@ -140,7 +148,8 @@ async def test_screencast_of_a_page_made_at_about_blank(tmp_path) -> None:
     """The pool makes its warm pages at about:blank. In screencast mode, Chromium refuses a
     screencast while the fresh tab still commits its start-up about:blank; the capture
     retries, so the page paints once its content changes."""
-    settings = Settings(allow_host_ports=ALLOW_HOST_PORTS, chromium_profile_base_dir=str(tmp_path / "profiles"), audio=False,
+    settings = Settings(allow_host_ports=ALLOW_HOST_PORTS,
+                        chromium_profile_base_dir=str(tmp_path / "profiles"), audio=False,
                         capture="screencast")
     async with BrowserContext(dev_mode=False, settings=settings) as ctx:
         page = await ctx.new_page(url="about:blank", width=320, height=240)
@@ -159,7 +168,7 @@ async def test_screencast_of_a_page_made_at_about_blank(tmp_path) -> None:
 
 
 def _near(got: list[int], want: list[int], tolerance: int = 4) -> bool:
-    return all(abs(a - b) <= tolerance for a, b in zip(got, want))
+    return all(abs(a - b) <= tolerance for a, b in zip(got, want, strict=False))
 
 
 async def test_javascript_dialogs(ctx, site) -> None:
@@ -311,7 +320,8 @@ async def test_playwright_sees_the_same_page(ctx, site) -> None:
 
 async def test_sigkill_of_chromium_fails_pending_calls(tmp_path, site) -> None:
     """Killing Chromium fails a pending call with InstanceCrashed and the context cleans up."""
-    settings = Settings(allow_host_ports=ALLOW_HOST_PORTS, chromium_profile_base_dir=str(tmp_path / "profiles"))
+    settings = Settings(allow_host_ports=ALLOW_HOST_PORTS,
+                        chromium_profile_base_dir=str(tmp_path / "profiles"))
     ctx = BrowserContext(dev_mode=False, settings=settings)
     await ctx.initialize()
     try:
@@ -334,7 +344,8 @@ async def test_sigkill_of_chromium_fails_pending_calls(tmp_path, site) -> None:
 
 async def test_missing_chromium_is_a_clear_error(tmp_path) -> None:
     """A missing binary names itself and what to install; nothing is left behind."""
-    settings = Settings(allow_host_ports=ALLOW_HOST_PORTS, chromium_profile_base_dir=str(tmp_path / "profiles"),
+    settings = Settings(allow_host_ports=ALLOW_HOST_PORTS,
+                        chromium_profile_base_dir=str(tmp_path / "profiles"),
                         chromium_path="/nonexistent/chromium")
     ctx = BrowserContext(dev_mode=False, settings=settings)
     with pytest.raises(BrowserStartError, match="apt-get install"):
@@ -346,7 +357,8 @@ async def test_missing_chromium_is_a_clear_error(tmp_path) -> None:
 async def test_cancelled_start_leaves_nothing(tmp_path) -> None:
     """Cancelling initialize() part-way stops the half-started child; nothing is left (a start
     that won the race is simply closed)."""
-    settings = Settings(allow_host_ports=ALLOW_HOST_PORTS, chromium_profile_base_dir=str(tmp_path / "profiles"))
+    settings = Settings(allow_host_ports=ALLOW_HOST_PORTS,
+                        chromium_profile_base_dir=str(tmp_path / "profiles"))
     for delay in (0.0, 0.05, 0.3):
         ctx = BrowserContext(dev_mode=False, settings=settings)
         task = asyncio.create_task(ctx.initialize())
@@ -383,7 +395,7 @@ async def _pixel_at(page, x: int, y: int, want: list[int], size: tuple[int, int]
         if frame is not None and (frame.width, frame.height) == size:
             got = np.frombuffer(bytes(frame.data), np.uint8).reshape(size[1], size[0], 4)[
                 y, x].tolist()
-            if all(abs(a - b) <= 3 for a, b in zip(got, want)):
+            if all(abs(a - b) <= 3 for a, b in zip(got, want, strict=False)):
                 return got
         await asyncio.sleep(0.1)
     return got
@@ -392,7 +404,8 @@ async def _pixel_at(page, x: int, y: int, want: list[int], size: tuple[int, int]
 async def test_page_larger_than_the_x11_screen(tmp_path, site) -> None:
     """A page larger than Xvfb's screen is still rendered (by screencast), and resizing it to
     fit the screen and back keeps the frames right at each size."""
-    settings = Settings(allow_host_ports=ALLOW_HOST_PORTS, chromium_profile_base_dir=str(tmp_path / "profiles"), audio=False)
+    settings = Settings(allow_host_ports=ALLOW_HOST_PORTS,
+                        chromium_profile_base_dir=str(tmp_path / "profiles"), audio=False)
     async with BrowserContext(dev_mode=False, settings=settings) as ctx:
         page = await ctx.new_page(url=f"{site}/green", width=2560, height=1440)
         for size, css, bgra in [((2560, 1440), None, [0, 255, 0, 255]),
@@ -402,7 +415,8 @@ async def test_page_larger_than_the_x11_screen(tmp_path, site) -> None:
             if css:
                 await page.evaluate(f"document.body.style.background = '{css}'")
             got = await _pixel_at(page, size[0] - 60, size[1] - 40, bgra, size)
-            assert got and all(abs(a - b) <= 3 for a, b in zip(got, bgra)), (size, got)
+            assert got and all(abs(a - b) <= 3
+                               for a, b in zip(got, bgra, strict=False)), (size, got)
 
 
 async def test_instances_outlive_the_forkserver(tmp_path) -> None:
@@ -415,7 +429,8 @@ async def test_instances_outlive_the_forkserver(tmp_path) -> None:
 
     from lkpool.proc.main import WATCHDOG_PERIOD
 
-    settings = Settings(allow_host_ports=ALLOW_HOST_PORTS, chromium_profile_base_dir=str(tmp_path / "profiles"), audio=False,
+    settings = Settings(allow_host_ports=ALLOW_HOST_PORTS,
+                        chromium_profile_base_dir=str(tmp_path / "profiles"), audio=False,
                         capture="screencast")
     async with BrowserContext(dev_mode=False, settings=settings) as ctx:
         server = forkserver._forkserver._forkserver_pid

@@ -61,7 +61,8 @@ def start_xvfb(width: int, height: int, profile_dir: str, *, own_ipc: bool = Fal
                 # own_ipc: an IPC namespace of its own, which the instance's sandbox then
                 # joins (see sandbox.py): Chromium hands its frames to Xvfb in SysV shared
                 # memory (MIT-SHM), which must be in one namespace with Xvfb and no other's
-                [*(["unshare", "--ipc", "--"] if own_ipc else []), xvfb, "-displayfd", str(wfd), "-screen", "0", f"{width}x{height}x24",
+                [*(["unshare", "--ipc", "--"] if own_ipc else []), xvfb, "-displayfd",
+                 str(wfd), "-screen", "0", f"{width}x{height}x24",
                  "-nolisten", "tcp", "-noreset", "-dpi", "96", "-auth", server_auth,
                  # Chromium renders in software and never asks for GLX; without it Xvfb
                  # does not load Mesa and LLVM: 20 MB less per instance

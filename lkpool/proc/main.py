@@ -23,6 +23,7 @@ import socket
 import sys
 import time
 import urllib.parse
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .. import profiles
@@ -34,8 +35,8 @@ from . import xlib
 from .audio import AudioSink
 from .cdp import CDPClosed, CDPConnection, CDPError, CDPTimeout
 from .channel import Channel, ChannelClosed
-from .downloads import DownloadCap
 from .chromium import Launched, launch
+from .downloads import DownloadCap
 from .pages import Pages
 from .screen import Screen
 from .tab import NavigationFailed, Page, PageGone, ScriptError
@@ -92,7 +93,7 @@ class Child:
         self._tasks: set[asyncio.Task] = set()
         self.pages = Pages(self.mode, self._send, self._spawn)
         page = self.pages.get
-        self.handlers = {
+        self.handlers: dict[type, Callable[[Any], Awaitable[Any]]] = {
             p.CreatePage: self.pages.create, p.ClosePage: self.pages.close,
             p.Navigate: lambda m: page(m.page_id).navigate(m.url),
             p.GoBack: lambda m: page(m.page_id).history_step(-1),
@@ -296,12 +297,13 @@ class Child:
                 start.cancel()
                 if not self.stopping.is_set():
                     raise BrowserStartError("the browser did not start in time")
-            elif start.exception() is not None:
-                raise start.exception()
+            elif (failed := start.exception()) is not None:
+                raise failed
             await self.stopping.wait()
         except Exception as exc:
             detail = str(exc) if isinstance(exc, BrowserStartError) else f"{exc!r}"
-            logger.error("start failed: %s", detail, exc_info=not isinstance(exc, BrowserStartError))
+            logger.error("start failed: %s", detail,
+                         exc_info=not isinstance(exc, BrowserStartError))
             self._send(p.Fatal("browser_start_failed", detail))
             self.exit_code = 2
         finally:

@@ -2,8 +2,7 @@
 (full CDP through the proxy), canaries planted where a lease must not reach, and a page
 server of test pages on a port the sandbox lets through (ALLOW_HOST_PORTS).
 
-The fixtures here are imported by name into each test module (a conftest of our own would
-clash with tests/security/conftest.py of the REST side's tests).
+Its fixtures reach every test through the root conftest's `pytest_plugins`.
 """
 
 from __future__ import annotations
@@ -21,8 +20,8 @@ import psutil
 import pytest
 from aiohttp import web
 
-from lkpool.proc.cdp import CDPConnection, CDPError
 from lkpool.pool import Pool
+from lkpool.proc.cdp import CDPConnection, CDPError
 from tests.server.conftest import Server, run_server
 from tests.support.pages import bind_page_port
 

@@ -9,8 +9,7 @@ import asyncio
 import os
 import subprocess
 
-from tests.security.sandbox_support import (  # noqa: F401  (fixtures)
-    instance_of, lease, run_server, sandboxed, tree)
+from tests.security.sandbox_support import instance_of, lease, run_server, tree
 
 
 def _browser_in(child_pid: int) -> int:

@@ -8,8 +8,7 @@ import asyncio
 import os
 import secrets
 
-from tests.security.sandbox_support import (  # noqa: F401  (fixtures)
-    Lease, lease, run_server, sandboxed, serve_site)
+from tests.security.sandbox_support import Lease, lease, run_server, serve_site
 
 MB = 1 << 20
 

@@ -12,8 +12,15 @@ import sys
 import aiohttp
 import psutil
 
-from tests.security.sandbox_support import (  # noqa: F401  (fixtures)
-    Lease, instance_of, lease, plant, run_server, sandboxed, serve_site, tree)
+from tests.security.sandbox_support import (
+    Lease,
+    instance_of,
+    lease,
+    plant,
+    run_server,
+    serve_site,
+    tree,
+)
 from tests.server.conftest import serve_subprocess
 
 READ_FILE_INPUT = """(async () => {

@@ -7,8 +7,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from lkpool.proc.cdp import CDPClosed
-from tests.security.sandbox_support import (  # noqa: F401  (fixtures)
-    instance_of, lease, run_server, sandboxed, serve_site)
+from tests.security.sandbox_support import instance_of, lease, run_server, serve_site
 
 # what a page can learn of any URL: whether it answers at all (no-cors: opaque, no body)
 REACHES = """fetch({url!r}, {{mode: 'no-cors'}}).then(() => 'reached', e => 'unreachable')"""

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.security.sandbox_support import (  # noqa: F401  (fixtures)
-    instance_of, lease, renderers, run_server, sandboxed, serve_site)
+from tests.security.sandbox_support import instance_of, lease, renderers, run_server, serve_site
 from tests.server.conftest import wait_until
 
 LEAVE = """(async () => {
