@@ -17,6 +17,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
+from urllib.parse import urlsplit
 
 from .errors import LkpoolError
 
@@ -47,7 +48,8 @@ def _default_chromium() -> str:
 class Settings:
     host: str = _knob("127.0.0.1", "address the server listens on")
     port: int = _knob(8888, "port the server listens on", min=0, max=65535)
-    token: str = _knob("", "when set, every endpoint but /session/{id}/... needs it")
+    token: str = _knob("", "when set, every endpoint but /session/{id}/..., /health and the "
+                       "pages needs it; off loopback an unset one is generated at start")
     engine: Engine = _knob("chromium", "browser engine: chromium (ours) or cef (livekit.browser)")
     capture: Capture = _knob("auto", "frame source: x11 (Xvfb grab), screencast, or auto")
     chromium_path: str = _knob(_default_chromium(), "the Chromium binary")
@@ -96,17 +98,39 @@ class Settings:
     screen_height: int = _knob(1080, "tallest page shown on the X screen, as SCREEN_WIDTH",
                                min=0, max=MAX_HEIGHT)
     audio: bool = _knob(True, "capture each instance's audio through PulseAudio")
+    # isolation of leases (proc/sandbox.py): what a lease's browser may reach on the host
+    sandbox: bool = _knob(True, "run each Chromium in its own user, mount, pid and network "
+                          "namespaces (bubblewrap + pasta); off only where the kernel forbids "
+                          "them, and then a lease reaches the host")
+    allow_host_ports: str = _knob("", "host loopback TCP ports a lease may reach at "
+                                  "http://127.0.0.1:<port>/, comma separated (a-b for a range); "
+                                  "no other host port is reachable from a sandbox")
+    download_max_bytes: int = _knob(256 << 20, "bytes a lease may download before its "
+                                    "downloads are cancelled", min=0)
     max_body_bytes: int = _knob(1 << 20, "largest HTTP request body", min=1024)
     max_ws_message_bytes: int = _knob(64 << 20, "largest WebSocket message", min=1024)
     livekit_url: str = _knob("", "LiveKit server for publishing")
     livekit_api_key: str = _knob("", "LiveKit API key for signing publish tokens")
     livekit_api_secret: str = _knob("", "LiveKit API secret for signing publish tokens")
     log_level: str = _knob("INFO", "logging level")
+    # ---- the edge: who may talk to the server, and how much (SECURITY.md) -------------------
+    public_url: str = _knob("", "URL clients use to reach this node")
+    allowed_hosts: str = _knob("", "extra Host names served, comma separated (IP addresses "
+                               "and localhost always are); * serves any")
+    allowed_origins: str = _knob("", "extra web origins (scheme://host[:port]) allowed to "
+                                 "open sockets and change state, comma separated")
+    livekit_room_prefix: str = _knob("lkpool-", "rooms and identities the server signs "
+                                     "publish tokens for must start with this")
+    max_session_sockets: int = _knob(16, "WebSockets open at once per session (frames, "
+                                     "input, CDP); more are closed with 1008", min=1,
+                                     max=1024)
+    client_timeout: float = _knob(15.0, "seconds a client has to send a request's head or "
+                                  "JSON body; also how long an idle keep-alive connection "
+                                  "stays open", min=1.0)
     # ---- the cluster (lkpool.cluster): several nodes sharing one Redis serve one API
     redis_url: str = _knob("", "Redis of the cluster's shared state (redis://host:6379/0); "
                            "empty: this node serves on its own")
     node_name: str = _knob("", "this node's stable name in the cluster; empty: the host name")
-    public_url: str = _knob("", "URL clients use to reach this node")
     internal_url: str = _knob("", "URL other nodes reach this node at; empty: PUBLIC_URL, "
                               "else http://HOST:PORT")
     cluster_secret: str = _knob("", "shared secret of the node-to-node calls (needed with "
@@ -118,6 +142,9 @@ class Settings:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             _validate(f, getattr(self, f.name))
+        host_ports(self.allow_host_ports)  # raises ConfigError on a bad list
+        if self.public_url and urlsplit(self.public_url).scheme not in ("http", "https"):
+            raise ConfigError(f"PUBLIC_URL={self.public_url!r} must be an http(s):// URL")
         if self.redis_url and not self.cluster_secret:
             raise ConfigError("REDIS_URL needs CLUSTER_SECRET: node-to-node calls authenticate "
                               "with it")
@@ -186,6 +213,23 @@ def _validate(f: dataclasses.Field, value: Any) -> None:
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         rng = f"{lo}..{hi}" if hi is not None else f">= {lo}"
         raise ConfigError(f"{name}={value!r} is out of range ({rng})")
+
+
+def host_ports(spec: str) -> tuple[int, ...]:
+    """ALLOW_HOST_PORTS as sorted, distinct ports: "8080,9000-9009" -> (8080, 9000, ...)."""
+    ports: set[int] = set()
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        lo, _, hi = part.partition("-")
+        try:
+            first, last = int(lo), int(hi or lo)
+        except ValueError:
+            raise ConfigError(f"ALLOW_HOST_PORTS={spec!r}: {part!r} is not a port or a "
+                              "range a-b") from None
+        if not 1 <= first <= last <= 65535 or last - first >= 1024:
+            raise ConfigError(f"ALLOW_HOST_PORTS={spec!r}: {part!r} is out of range "
+                              "(1..65535, at most 1024 ports a range)")
+        ports.update(range(first, last + 1))
+    return tuple(sorted(ports))
 
 
 def fields() -> tuple[dataclasses.Field, ...]:

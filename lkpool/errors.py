@@ -12,8 +12,13 @@
      ├── PageError                              the page refused a request  -> 400/422
      │    ├── NoSuchPage                        unknown page id
      │    ├── NavigationError                   the URL could not be loaded
-     │    └── DialogOpen                        input while a JS dialog waits -> 409
+     │    ├── DialogOpen                        input while a JS dialog waits -> 409
+     │    └── FocusHeld                         someone else drives the page -> 409
      ├── InvalidArgument (also ValueError)      a size, framerate, key... out of range -> 400
+     │    └── UnsupportedMediaType              a body that is not application/json -> 415
+     ├── Refused                                the edge refuses the request -> 403
+     │    ├── HostNotAllowed                    a Host that is not ours (DNS rebinding)
+     │    └── OriginNotAllowed                  a web page of another origin
      ├── LiveKitUnreachable                     LiveKit refused or unreachable -> 502
      └── PoolError
           ├── PoolExhausted                     no instance within ACQUIRE_TIMEOUT  -> 503
@@ -83,9 +88,37 @@ class DialogOpen(PageError):
     status = 409
 
 
+class FocusHeld(PageError):
+    """Someone else has the page's focus (lkpool/focus.py): a person in the room or the
+    live view; for an agent, this is the "agent interrupted" signal."""
+
+    code = "focus_held"
+    status = 409
+
+
 class InvalidArgument(LkpoolError, ValueError):
     code = "invalid_argument"
     status = 400
+
+
+class UnsupportedMediaType(InvalidArgument):
+    code = "unsupported_media_type"
+    status = 415
+
+
+class Refused(LkpoolError):
+    """The request came from somewhere the server does not serve (lkpool.server.edge)."""
+
+    code = "refused"
+    status = 403
+
+
+class HostNotAllowed(Refused):
+    code = "host_not_allowed"
+
+
+class OriginNotAllowed(Refused):
+    code = "origin_not_allowed"
 
 
 class LiveKitUnreachable(LkpoolError):

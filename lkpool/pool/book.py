@@ -242,13 +242,14 @@ class Pool(WarmSet):
         return lease
 
     def extend(self, session_id: str, seconds: float) -> Lease:
-        """Moves the deadline `seconds` further (never more than MAX_LEASE_TIMEOUT ahead)."""
+        """Moves the deadline `seconds` further, but never past MAX_LEASE_TIMEOUT after the
+        lease began: however often it is extended, a lease's whole life is bounded."""
         lease = self.get(session_id)
         seconds = _check_number("timeout", seconds, float, 0.001,
                                 self.settings.max_lease_timeout)
         now = time.time()
         lease.expires_at = min(max(lease.expires_at, now) + seconds,
-                               now + self.settings.max_lease_timeout)
+                               lease.created_at + self.settings.max_lease_timeout)
         lease.touch()
         return lease
 

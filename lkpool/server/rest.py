@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -22,6 +21,7 @@ from ..errors import InvalidArgument, UnknownSession
 from ..pool import EndReason, Lease, Pool, State
 from . import upstream
 from .appkeys import CLUSTER, METRICS, POOL, SETTINGS
+from .edge import read_json
 from .metrics import CONTENT_TYPE
 from .urls import public_host, session_urls
 
@@ -64,15 +64,7 @@ def _url(params: dict[str, Any]) -> str | None:
 async def _params(request: web.Request) -> dict[str, Any]:
     """Query parameters, overridden by a JSON object body when there is one."""
     params: dict[str, Any] = dict(request.query)
-    body = await request.read()  # client_max_size turns a huge body into 413 here
-    if body.strip():
-        try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise InvalidArgument(f"the body is not valid JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise InvalidArgument("the body must be a JSON object")
-        params.update(data)
+    params.update(await read_json(request, types=(dict,)) or {})
     return params
 
 
