@@ -126,8 +126,8 @@ class Placement:
                         late[:16])
         f = reg.figures
         raise PoolExhausted(
-            f"no instance free in the cluster within {self.settings.acquire_timeout:g}s "
-            f"({f.used} of {f.capacity} slots used on {f.nodes_up} nodes)")
+            f"no instance free in the cluster within {self.settings.acquire_timeout:g}s"
+            + (f" ({f.used} of {f.capacity} slots used on {f.nodes_up} nodes)" if f else ""))
 
     async def _cancel(self, rid: str) -> str | None:
         reg = self.registry

@@ -62,7 +62,7 @@ class Registry:
     public_url: str = ""
     state: str = "up"  # or "draining"
     nodes: dict[str, NodeInfo] = field(default_factory=dict)
-    figures: Figures = field(default_factory=Figures)
+    figures: Figures | None = None  # None until a heartbeat reached Redis, and while it is away
     store_error: str | None = None  # why Redis cannot be used now; None when it can
     on_node_lost: list[Callable[[str], None]] = field(default_factory=list)
     _older: list[str] = field(default_factory=list)
@@ -107,7 +107,7 @@ class Registry:
         """Registers (reaping this name's earlier incarnations), then heartbeats."""
         self._older = await self._earlier_incarnations()
         await self.beat()
-        if self.store_error is None:
+        if self.figures is not None:
             logger.info("node %s joined the cluster: %d nodes up, %d/%d slots used", self.nid,
                         self.figures.nodes_up, self.figures.used, self.figures.capacity)
         self._heartbeat = spawn(self._heartbeat_loop(), name="lkpool-cluster-heartbeat",
@@ -165,12 +165,14 @@ class Registry:
             if self.store_error is None:
                 logger.warning("cluster store unreachable: %s", exc or type(exc).__name__)
             self.store_error = f"{type(exc).__name__}: {exc}"
+            self.figures = None  # the store and the figures say the same, at any moment
             return
         if self.store_error is not None:
             logger.info("cluster store reachable again: state written anew")
-        self.store_error = None
         self._older = []
         self._unreleased.difference_update(ended)
+        # both at once (no await between): /health never shows one without the other
+        self.store_error = None
         self.figures = Figures(int(up), int(capacity), int(used), int(queued))
         nodes = {flat[i]: NodeInfo(*flat[i:i + 4]) for i in range(0, len(flat), 4)}
         for nid in reaped:

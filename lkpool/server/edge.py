@@ -37,7 +37,7 @@ from aiohttp.typedefs import Handler
 
 from ..config import Settings
 from ..errors import HostNotAllowed, InvalidArgument, OriginNotAllowed, UnsupportedMediaType
-from .appkeys import SETTINGS
+from .appkeys import FROM_PEER, SETTINGS
 from .auth import is_session_route
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -202,7 +202,8 @@ def middleware(settings: Settings) -> Any:
 
     @web.middleware
     async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        check(policy, request)
+        if not request.get(FROM_PEER, False):  # a peer node checked its client already
+            check(policy, request)
         if not (is_websocket(request) and is_session_route(request)):
             return await handler(request)
         session_id = request.match_info.get("session_id", "")

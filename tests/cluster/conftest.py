@@ -26,7 +26,8 @@ import pytest
 from tests.support import leaks
 
 SECRET = "test-cluster-secret"
-GUARD_TOKEN = "test-token"
+GUARD_TOKENS = {"alpha": "alpha-token", "bravo": "bravo-token"}
+GUARD_HOST = "lkpool.test"
 NODE_ENV = {
     "MAX_INSTANCES": "2", "NUM_WARM": "1", "CLUSTER_HEARTBEAT": "0.25",
     "CLUSTER_NODE_TIMEOUT": "3", "ACQUIRE_TIMEOUT": "6", "WIDTH": "320", "HEIGHT": "240",
@@ -204,10 +205,29 @@ def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCl
 
 @pytest.fixture
 def guarded_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    """Two fresh nodes with TOKEN set."""
+    """Two fresh nodes as on a real deployment: each with its own TOKEN (so only the shared
+    secret can carry a request from one to the other), reached by each other at a name
+    (INTERNAL_URL http://localhost:PORT) and by clients at a name (`lkpool.test`, in
+    ALLOWED_HOSTS)."""
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed (make test installs it)")
-    c = _make(tmp_path, names=("alpha", "bravo"), TOKEN=GUARD_TOKEN)
+    profiles, logs = tmp_path / "cluster-profiles", tmp_path / "logs"
+    profiles.mkdir()
+    logs.mkdir()
+    redis = Redis(free_port())
+    redis.start()
+    c = LocalCluster(redis, profiles, logs)
+    try:
+        for name in ("alpha", "bravo"):
+            port = free_port()
+            c.start_node(name, port, TOKEN=GUARD_TOKENS[name], ALLOWED_HOSTS=GUARD_HOST,
+                         INTERNAL_URL=f"http://localhost:{port}",
+                         PUBLIC_URL=f"http://{GUARD_HOST}:{port}")
+        wait_until(lambda: all(_nodes_up(n, GUARD_TOKENS[n.name]) == 2
+                               for n in c.nodes.values()), 10, "both nodes registered")
+    except BaseException:
+        c.close()
+        raise
     yield c
     _finish(c)
 
