@@ -27,8 +27,12 @@ SINGLETON_FOLDER_PREFIX = "org.chromium.Chromium."
 
 
 def create(base_dir: str) -> str:
-    """A fresh profile folder, named after the server process that owns it (see purge)."""
-    os.makedirs(base_dir, exist_ok=True)
+    """A fresh profile folder (mode 0700), named after the server process that owns it (see
+    purge), under `base_dir`, which is made 0700 too when it is ours: profiles hold a
+    lease's cookies, storage and downloads, no one else's to list."""
+    os.makedirs(base_dir, mode=0o700, exist_ok=True)
+    if os.stat(base_dir).st_uid == os.geteuid() and os.stat(base_dir).st_mode & 0o077:
+        os.chmod(base_dir, 0o700)
     return tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=base_dir)
 
 

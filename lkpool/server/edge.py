@@ -18,7 +18,8 @@ client from holding the server's memory or connections (SECURITY.md says why eac
   CDP): past `MAX_SESSION_SOCKETS` a new one is accepted and closed with 1008 and a reason.
 - **Slow clients.** `make_runner` sets aiohttp's keep-alive timeout to `CLIENT_TIMEOUT`:
   aiohttp arms it when a connection opens and again after each response, and closes the
-  connection if it still waits for a request head then, so half a header is held no longer.
+  connection if it still waits for a request head then, so half a header is held no longer
+  (aiohttp >= 3.14.5 arms it at connect; before, a first request head had no deadline).
 """
 
 from __future__ import annotations
