@@ -21,6 +21,7 @@ from aiohttp.typedefs import Handler
 
 from ..config import MAX_FRAMERATE, MAX_HEIGHT, MAX_WIDTH
 from ..errors import InvalidArgument, LkpoolError
+from ..server.edge import read_json
 
 if TYPE_CHECKING:
     from .node import Cluster
@@ -68,7 +69,7 @@ def _option(body: dict[str, Any], name: str, lo: float, hi: float) -> Any:
 
 def routes(cluster: Cluster) -> list[web.RouteDef]:
     async def acquire(request: web.Request) -> web.Response:
-        body = await request.json()
+        body = await read_json(request)
         if not isinstance(body, dict) or not isinstance(body.get("session_id"), str):
             raise InvalidArgument("a JSON object with a session_id is needed")
         options = {"url": body.get("url"),
