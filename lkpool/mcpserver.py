@@ -89,9 +89,10 @@ class RestBrowsers:
         await self._call("DELETE", f"/browser/{self._own(session_id)}")
         self.leases.discard(session_id)
 
-    async def aclose(self) -> None:
-        """Releases every lease still open, then the HTTP session."""
-        for sid in list(self.leases):
+    async def aclose(self, *, release: bool = True) -> None:
+        """Releases every lease still open (unless the pool is about to end them all
+        itself), then the HTTP session."""
+        for sid in list(self.leases) if release else ():
             with contextlib.suppress(Exception):
                 await self.close(sid)
         await self._http.close()
@@ -158,6 +159,7 @@ async def browsers_at(server: str | None, token: str | None, lease_timeout: floa
                       settings: Any = None) -> AsyncIterator[RestBrowsers]:
     """This client's browsers on `server`, or on one started here with its own pool."""
     async with contextlib.AsyncExitStack() as stack:
+        own = server is None
         if server is None:
             from .server.app import serve_local
 
@@ -165,5 +167,8 @@ async def browsers_at(server: str | None, token: str | None, lease_timeout: floa
             token = None
         assert server is not None
         browsers = RestBrowsers(server, token=token, lease_timeout=lease_timeout)
-        stack.push_async_callback(browsers.aclose)
+        # our own pool ends every lease as it stops: releasing them one by one first would
+        # only start replacement browsers for it to stop (an MCP client kills us 4 s after
+        # it left, so the way out must be short)
+        stack.push_async_callback(browsers.aclose, release=not own)
         yield browsers
