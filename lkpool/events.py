@@ -6,7 +6,8 @@ model registers with `on(event, cb, temporary=True)` and removes by the returned
 so code written against `livekit.browser` runs unchanged and callers that want ids get them.
 
 A raising callback is logged and does not stop the others; a coroutine callback is scheduled
-as a task whose failure is logged too.
+as a task whose failure is logged too. A subclass whose events cost work to produce (a page's
+audio) learns when an event gets its first listener and loses its last (`_listening`).
 """
 
 from __future__ import annotations
@@ -41,7 +42,10 @@ class EventEmitter(Generic[T]):
                 return fn
             return deco
         cb_id = next(_ids)
-        self._listeners.setdefault(event, {})[cb_id] = (callback, temporary)
+        listeners = self._listeners.setdefault(event, {})
+        listeners[cb_id] = (callback, temporary)
+        if len(listeners) == 1:
+            self._listening(event, True)
         return cb_id
 
     def once(self, event: T, callback: Callable[..., Any] | None = None) -> Any:
@@ -50,22 +54,31 @@ class EventEmitter(Generic[T]):
     def off(self, event_or_id: T | int, callback: Callable[..., Any] | None = None) -> bool:
         """Removes a callback by id, or by (event, callback) as livekit does; True if found."""
         if isinstance(event_or_id, int):
-            for listeners in self._listeners.values():
+            for event, listeners in self._listeners.items():
                 if listeners.pop(event_or_id, None) is not None:
+                    self._removed(event, listeners)
                     return True
             return False
         listeners = self._listeners.get(event_or_id, {})
         for cb_id, (cb, _) in list(listeners.items()):
             if cb is callback:
                 del listeners[cb_id]
+                self._removed(event_or_id, listeners)
                 return True
         return False
 
     def remove_all(self, event: T | None = None) -> None:
-        if event is None:
-            self._listeners.clear()
-        else:
-            self._listeners.pop(event, None)
+        events = list(self._listeners) if event is None else [event]
+        for name in events:
+            if self._listeners.pop(name, None):
+                self._listening(name, False)
+
+    def _removed(self, event: str, listeners: dict) -> None:
+        if not listeners:
+            self._listening(event, False)
+
+    def _listening(self, event: str, on: bool) -> None:
+        """`event` got its first listener (on) or lost its last; for subclasses."""
 
     def has_listeners(self, event: T) -> bool:
         return bool(self._listeners.get(event))
@@ -75,8 +88,8 @@ class EventEmitter(Generic[T]):
         if not listeners:
             return
         for cb_id, (cb, temporary) in list(listeners.items()):
-            if temporary:
-                listeners.pop(cb_id, None)
+            if temporary and listeners.pop(cb_id, None) is not None:
+                self._removed(event, listeners)
             try:
                 result = cb(*args)
             except Exception:

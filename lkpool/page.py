@@ -110,6 +110,11 @@ class BrowserPage(EventEmitter[PageEvent]):
     def __repr__(self) -> str:
         return f"<BrowserPage {self._ctx.instance_id}/{self._id} {self.width}x{self.height}>"
 
+    def _listening(self, event: str, on: bool) -> None:
+        # the child reads the instance's audio only while someone listens (ListenAudio)
+        if event == "audio" and not self.closed:
+            self._ctx._send(p.ListenAudio(page_id=self._id, on=on))
+
     # ---- lifecycle ----------------------------------------------------------------------
 
     async def _start(self) -> None:
