@@ -1,5 +1,5 @@
-# Two commands: `make run` serves the pool, `make test` runs the suite. Each does the whole
-# set-up on a fresh Debian machine first.
+# Two commands: `make run` serves the pool, `make test` lints (ruff, mypy) and runs the
+# suite. Each does the whole set-up on a fresh Debian machine first.
 PYTHON := $(shell scripts/find_python.sh)
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -7,13 +7,18 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8888
 
-.PHONY: run test bench system install clean
+.PHONY: run test lint bench system install clean
 
 run: install
 	$(PY) -m lkpool serve --host $(HOST) --port $(PORT)
 
-test: install
+test: install lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# style and types first: a test run on code that does not lint is not worth the wait
+lint: install
+	$(VENV)/bin/ruff check lkpool tests bench
+	$(VENV)/bin/mypy
 
 bench: install
 	$(PY) -m bench.report

@@ -84,7 +84,8 @@ async def measure_capture(settings: Settings, url: str, size: tuple[int, int], f
         got, lats, dropped = count, sorted(lat), page.dropped - dropped0
         painted = (await page.evaluate("n") - n0) / seconds
     ms = [x / 1e6 for x in lats] or [float("nan")]
-    return {"fps": got / seconds, "page_fps": painted, "dropped": dropped, "p50": statistics.median(ms),
+    return {"fps": got / seconds, "page_fps": painted, "dropped": dropped,
+            "p50": statistics.median(ms),
             "p95": ms[min(len(ms) - 1, int(len(ms) * 0.95))], "cpu": cpu}
 
 
@@ -125,7 +126,8 @@ def fmt_row(label: str, r: dict, ref: dict | None) -> str:
     if ref is not None:
         extra = f"{total - sum(ref['cpu'].values()):+8.2f}"
     if "fps" in r:
-        head = f"{label:<28}{r['page_fps']:6.0f}{r['fps']:7.1f}{r['dropped']:7d}{r['p50']:8.2f}{r['p95']:8.2f}"
+        head = (f"{label:<28}{r['page_fps']:6.0f}{r['fps']:7.1f}{r['dropped']:7d}"
+                f"{r['p50']:8.2f}{r['p95']:8.2f}")
     else:
         head = f"{label:<28}{'-':>6}{'-':>7}{'-':>7}{'-':>8}{'-':>8}"
     return (head + f"{c.get('chromium', 0):9.2f}{c.get('xvfb', 0):7.2f}"

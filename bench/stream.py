@@ -42,10 +42,14 @@ from bench.common import CpuMeter, group_pids
 CLICK_PAGE = """<html><body style='margin:0'><canvas id=c></canvas><script>
 const c = document.getElementById('c'); c.width = innerWidth; c.height = innerHeight;
 const g = c.getContext('2d'); let n = 0;
-(function f() { n++; g.fillStyle = `hsl(${n % 360},80%,50%)`; g.fillRect(0, 0, c.width, c.height);
-  g.fillStyle = '#fff'; g.fillRect((n * 7) % c.width, 0, 40, c.height); requestAnimationFrame(f); })();
+(function f() {
+  n++; g.fillStyle = `hsl(${n % 360},80%,50%)`; g.fillRect(0, 0, c.width, c.height);
+  g.fillStyle = '#fff'; g.fillRect((n * 7) % c.width, 0, 40, c.height);
+  requestAnimationFrame(f);
+})();
 window.hits = [];
-document.addEventListener('mousedown', () => window.hits.push(performance.timeOrigin + performance.now()));
+document.addEventListener('mousedown',
+  () => window.hits.push(performance.timeOrigin + performance.now()));
 </script></body></html>"""
 
 
@@ -223,8 +227,8 @@ async def main(args: argparse.Namespace) -> None:
                                                 args.fps, min(args.seconds, 4.0))
                 per_viewer = {}
                 for case in ("raw", "jpeg", f"raw {SYSTEM_CC}"):
-                    one = [statistics.mean(x) for x in zip(*cpu[(case, 1)])]
-                    four = [statistics.mean(x) for x in zip(*cpu[(case, 4)])]
+                    one = [statistics.mean(x) for x in zip(*cpu[(case, 1)], strict=False)]
+                    four = [statistics.mean(x) for x in zip(*cpu[(case, 4)], strict=False)]
                     if min(one) <= 0:
                         continue
                     per_viewer[case] = (four[0] - one[0]) / 3

@@ -18,8 +18,8 @@ if TYPE_CHECKING:
     from .client import APIClient
     from .config import Settings
     from .context import BrowserContext
-    from .page import AudioData, BrowserPage, Dialog, PaintData
     from .errors import LkpoolError
+    from .page import AudioData, BrowserPage, Dialog, PaintData
     from .pool import Lease, Pool
 
 _LAZY = {"Settings": ".config", "AudioData": ".page", "BrowserContext": ".context",

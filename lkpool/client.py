@@ -229,7 +229,7 @@ class APIClient:
                 return await resp.json(content_type=None)
         except aiohttp.ClientError as exc:
             raise APIError(0, "connection_failed", f"{method} {path}: {exc}") from exc
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             raise APIError(0, "timeout", f"{method} {path} took too long") from exc
 
     def _require_session(self) -> str:
@@ -382,7 +382,7 @@ class APIClient:
         try:
             await self._cdp.send_str(json.dumps(msg))
             response = await asyncio.wait_for(fut, timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise APIError(0, "timeout", f"{method} got no answer in {timeout} s") from None
         finally:
             self._pending.pop(msg_id, None)
@@ -418,10 +418,15 @@ class APIClient:
     async def wait_for(self, event: str, timeout: float = 30.0) -> dict[str, Any]:
         """The params of the next `event` (its domain must be enabled)."""
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        cb_id = self._callbacks.add(event, lambda p: fut.done() or fut.set_result(p), True)
+
+        def resolve(params: dict[str, Any]) -> None:
+            if not fut.done():
+                fut.set_result(params)
+
+        cb_id = self._callbacks.add(event, resolve, True)
         try:
             return await asyncio.wait_for(fut, timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise APIError(0, "timeout", f"no {event} within {timeout} s") from None
         finally:
             self._callbacks.remove(cb_id)

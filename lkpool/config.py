@@ -135,7 +135,7 @@ def _choices(f: dataclasses.Field) -> tuple[str, ...] | None:
 
 def parse(f: dataclasses.Field, raw: str) -> Any:
     """Turns the text of an environment variable or flag into the field's type."""
-    kind = type(f.default)
+    kind: type = type(f.default)
     try:
         if kind is bool:
             low = raw.strip().lower()

@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
-import functools
 import multiprocessing
 import multiprocessing.spawn
 import os
@@ -39,11 +39,17 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal
 
-
 from . import profiles
 from .config import Settings
-from .errors import (BY_CODE, BrowserStartError, ClosedError, InstanceCrashed,
-                     InvalidArgument, LkpoolError, RequestTimeout)
+from .errors import (
+    BY_CODE,
+    BrowserStartError,
+    ClosedError,
+    InstanceCrashed,
+    InvalidArgument,
+    LkpoolError,
+    RequestTimeout,
+)
 from .events import EventEmitter
 from .page import AudioData, BrowserPage, PaintData, check_framerate, check_size
 from .proc import protocol as p
@@ -80,11 +86,12 @@ def _without_main(get_preparation_data: Callable[[str], dict[str, Any]]
     return preparation_data
 
 
-def _processes() -> multiprocessing.context.BaseContext:
+def _processes() -> multiprocessing.context.ForkServerContext:
     """Where children come from (see the module docstring)."""
     spawn = multiprocessing.spawn
     if not getattr(spawn.get_preparation_data, "lkpool_without_main", False):
-        spawn.get_preparation_data = _without_main(spawn.get_preparation_data)
+        spawn.get_preparation_data = _without_main(  # type: ignore[assignment]
+            spawn.get_preparation_data)
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["lkpool.proc.main"])  # read when the forkserver starts
     return ctx
@@ -341,6 +348,12 @@ class BrowserContext(EventEmitter[ContextEvent]):
                 raise InstanceCrashed(f"instance {self.instance_id} crashed")
             raise ClosedError(f"instance {self.instance_id} is not running ({self._state})")
 
+    def _open_channel(self) -> Channel:
+        """The duplex to the child, there from its start until the context closes."""
+        if self._channel is None:
+            raise ClosedError(f"instance {self.instance_id} is not running ({self._state})")
+        return self._channel
+
     async def _request(self, make: Callable[[int], p.Message], timeout: float | None = None,
                        *, allow_closing: bool = False) -> str:
         self._check_running(allow_closing)
@@ -349,7 +362,7 @@ class BrowserContext(EventEmitter[ContextEvent]):
         self._pending[req] = fut
         msg = make(req)
         try:
-            self._channel.send(msg)
+            self._open_channel().send(msg)
             timeout = self.settings.request_timeout if timeout is None else timeout
             return await asyncio.wait_for(fut, timeout)
         except TimeoutError:
@@ -366,7 +379,7 @@ class BrowserContext(EventEmitter[ContextEvent]):
         reason = "crashed"
         fatal: p.Fatal | None = None
         try:
-            async for msg in self._channel:
+            async for msg in self._open_channel():
                 if isinstance(msg, p.Fatal):
                     fatal = msg
                     continue
@@ -410,7 +423,7 @@ class BrowserContext(EventEmitter[ContextEvent]):
         fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         msg = make(req)
         try:
-            self._channel.send(msg)
+            self._open_channel().send(msg)
         except ChannelClosed as exc:
             raise InstanceCrashed(f"instance {self.instance_id} is gone") from exc
         self._pending[req] = fut

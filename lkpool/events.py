@@ -17,17 +17,16 @@ import inspect
 import itertools
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from .tasks import spawn
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T", bound=str)
 _ids = itertools.count(1)
 
 
-class EventEmitter(Generic[T]):
+class EventEmitter[T: str]:
     def __init__(self) -> None:
         # event -> {id: (callback, temporary)}; dicts keep insertion order
         self._listeners: dict[str, dict[int, tuple[Callable[..., Any], bool]]] = {}

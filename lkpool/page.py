@@ -8,6 +8,7 @@ owns the duplex; the context routes the child's messages here.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -180,13 +181,14 @@ class BrowserPage(EventEmitter[PageEvent]):
             else:
                 rects = msg.dirty_rects
             src = buffers.array(msg.buffer_id)[:msg.height, :msg.width]
+            assert self._pixels is not None  # allocated just above when missing
             copy_rects(src, self._pixels, rects)
         finally:
             self._ctx._send(p.ReleasePaint(page_id=self._id, generation=msg.generation,
                                            buffer_id=msg.buffer_id))
         self.frames += 1
         self.dropped = msg.dropped
-        if self.has_listeners("paint"):
+        if self.has_listeners("paint") and self._frame is not None:
             self.emit("paint", PaintData(dirty_rects=msg.dirty_rects, frame=self._frame,
                                          width=msg.width, height=msg.height,
                                          captured_ns=msg.captured_ns))
@@ -336,11 +338,15 @@ class BrowserPage(EventEmitter[PageEvent]):
     async def _strokes(self, strokes: list[keys.KeyStroke]) -> None:
         """Posts each stroke and waits until the page handled the last."""
         for i, s in enumerate(strokes):
-            await self._input(lambda req, s=s: p.KeyEvent(
-                req=req, page_id=self._id, type=int(s.type), modifiers=s.modifiers,
-                windows_key_code=s.key.vk, native_key_code=0,
-                character=ord(s.text) if len(s.text) == 1 else 0, key=s.key.key,
-                code=s.key.code, text=s.text), handled=i == len(strokes) - 1)
+            await self._input(functools.partial(self._stroke_event, s),
+                              handled=i == len(strokes) - 1)
+
+    def _stroke_event(self, s: keys.KeyStroke, req: int) -> p.KeyEvent:
+        return p.KeyEvent(
+            req=req, page_id=self._id, type=int(s.type), modifiers=s.modifiers,
+            windows_key_code=s.key.vk, native_key_code=0,
+            character=ord(s.text) if len(s.text) == 1 else 0, key=s.key.key,
+            code=s.key.code, text=s.text)
 
     async def handle_dialog(self, accept: bool = True, prompt_text: str = "") -> None:
         """Answers the open JavaScript dialog (OK or Cancel; `prompt_text` for a prompt).

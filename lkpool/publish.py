@@ -211,6 +211,7 @@ class PagePublisher(EventEmitter[str]):
         self.room = room
         self.state = State.PUBLISHED
         lp = room.local_participant
+        assert self.video_track is not None and self.audio_track is not None  # made by start()
         video_opts = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_SCREENSHARE)
         video_opts.video_encoding.max_framerate = float(self.framerate)
         video_opts.video_encoding.max_bitrate = 3_000_000
@@ -279,6 +280,7 @@ class PagePublisher(EventEmitter[str]):
         return getattr(self.page, "last_frame", None)
 
     def _send_frame(self, frame: rtc.VideoFrame) -> None:
+        assert self.video_source is not None  # made by start(), before any frame comes
         self.video_source.capture_frame(frame)
         self._last_sent = time.monotonic()
 
@@ -309,7 +311,7 @@ class PagePublisher(EventEmitter[str]):
                 self._resampler_rate = frame.sample_rate
             frames = self._resampler.push(frame)
         else:
-            frames = (frame,)
+            frames = [frame]
         for f in frames:
             samples = np.frombuffer(f.data, np.int16)
             if f.num_channels == 1:
@@ -321,11 +323,13 @@ class PagePublisher(EventEmitter[str]):
             self._audio_ready.set()
 
     async def _audio_loop(self) -> None:
+        source = self.audio_source
+        assert source is not None  # made by start(), which starts this loop
         while True:
             await self._audio_ready.wait()
             self._audio_ready.clear()
             while self._ring.read_into(self._audio_out):
-                await self.audio_source.capture_frame(self._audio_frame)
+                await source.capture_frame(self._audio_frame)
                 self.audio_frames_sent += 1
 
     # ---- data: events out, input in -----------------------------------------------------
@@ -345,6 +349,7 @@ class PagePublisher(EventEmitter[str]):
             self.log.warning("data queue full: dropped %s", message.get("type"))
 
     async def _events_loop(self) -> None:
+        assert self.room is not None  # set by publish(), which starts this loop
         lp = self.room.local_participant
         while True:
             message, to = await self._outbox.get()

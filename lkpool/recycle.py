@@ -9,7 +9,6 @@ way to be sure nothing of one session reaches the next.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -64,9 +63,10 @@ async def reset_browser(port: int, origins: set[str], timeout: float,
     the primary page shows about:blank: other tabs closed, cookies cleared, the storage
     of every origin seen cleared, and downloads sent to `downloads` again (a client may
     have sent them elsewhere; the caller empties that folder). `browser_path` (known from
-    the instance's start) saves a /json/version round trip. Each clearing step is best effort: Chromium answers
-    `Storage.clearDataForOrigin` with "Internal error" for storage types an origin never
-    used, having cleared the others. A browser that stops answering fails the reset."""
+    the instance's start) saves a /json/version round trip. Each clearing step is best
+    effort: Chromium answers `Storage.clearDataForOrigin` with "Internal error" for storage
+    types an origin never used, having cleared the others. A browser that stops answering
+    fails the reset."""
     from .proc.cdp import CDPClosed, CDPConnection, CDPError, CDPTimeout
     from .proc.chromium import browser_ws_url
 
@@ -101,9 +101,3 @@ async def reset_browser(port: int, origins: set[str], timeout: float,
         for origin in sorted(origins):
             await step("Storage.clearDataForOrigin", origin=origin, storageTypes="all")
 
-
-def stats(*, count: int, created: float, last_used: float) -> dict[str, Any]:
-    """The object-pool stats handed to `check_invalid`: uses, age and last use."""
-    now = time.monotonic()
-    return {"count": count, "age": now - created, "last_used": last_used,
-            "new": count == 0}

@@ -13,8 +13,15 @@ import pytest
 import pytest_asyncio
 
 from lkpool import BrowserContext, PaintData, Settings
-from lkpool.errors import (BrowserStartError, ClosedError, InstanceCrashed, InvalidArgument,
-                           NavigationError, PageError, RequestTimeout)
+from lkpool.errors import (
+    BrowserStartError,
+    ClosedError,
+    InstanceCrashed,
+    InvalidArgument,
+    NavigationError,
+    PageError,
+    RequestTimeout,
+)
 from tests.support.pages import CLICKS, serve_pages, solid
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -160,7 +167,7 @@ async def test_screencast_of_a_page_made_at_about_blank(tmp_path) -> None:
 
 
 def _near(got: list[int], want: list[int], tolerance: int = 4) -> bool:
-    return all(abs(a - b) <= tolerance for a, b in zip(got, want))
+    return all(abs(a - b) <= tolerance for a, b in zip(got, want, strict=False))
 
 
 async def test_javascript_dialogs(ctx, site) -> None:
@@ -413,7 +420,7 @@ async def _pixel_at(page, x: int, y: int, want: list[int], size: tuple[int, int]
         if frame is not None and (frame.width, frame.height) == size:
             got = np.frombuffer(bytes(frame.data), np.uint8).reshape(size[1], size[0], 4)[
                 y, x].tolist()
-            if all(abs(a - b) <= 3 for a, b in zip(got, want)):
+            if all(abs(a - b) <= 3 for a, b in zip(got, want, strict=False)):
                 return got
         await asyncio.sleep(0.1)
     return got
@@ -432,7 +439,8 @@ async def test_page_larger_than_the_x11_screen(tmp_path, site) -> None:
             if css:
                 await page.evaluate(f"document.body.style.background = '{css}'")
             got = await _pixel_at(page, size[0] - 60, size[1] - 40, bgra, size)
-            assert got and all(abs(a - b) <= 3 for a, b in zip(got, bgra)), (size, got)
+            assert got and all(abs(a - b) <= 3
+                               for a, b in zip(got, bgra, strict=False)), (size, got)
 
 
 async def test_instances_outlive_the_forkserver(tmp_path) -> None:

@@ -22,6 +22,7 @@ from lkpool import engines, errors
 from lkpool.config import Engine
 from tests.support.cef import cef_settings
 
+
 async def next_paint(page, predicate, timeout: float = 10.0):
     """The first paint whose BGRA pixel at (0, 0) satisfies `predicate`, copied."""
     fut = asyncio.get_running_loop().create_future()

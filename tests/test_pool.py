@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from lkpool.errors import BrowserStartError, InvalidArgument, PoolClosed, PoolExhausted, UnknownSession
+from lkpool.errors import (
+    BrowserStartError,
+    InvalidArgument,
+    PoolClosed,
+    PoolExhausted,
+    UnknownSession,
+)
 from lkpool.pool import Pool, State
 from tests.server.conftest import wait_until
 from tests.support.pages import serve_pages
@@ -128,7 +134,8 @@ async def test_failed_starts_make_the_pool_degraded(small, profile_dir) -> None:
         await pool.acquire()
 
 
-async def test_start_purges_leftovers_and_close_during_starts_leaves_nothing(small, profile_dir) -> None:
+async def test_start_purges_leftovers_and_close_during_starts_leaves_nothing(
+        small, profile_dir) -> None:
     """Start-up removes profile folders a dead run left (only lkpool's), the singleton folders
     they link to, and Singleton locks; closing while instances are still starting leaves
     nothing behind."""

@@ -19,8 +19,8 @@ from lkpool import engines
 from lkpool.context import BrowserContext
 from lkpool.errors import InvalidArgument
 from lkpool.publish import AudioRing, PagePublisher
-from tests.support.pages import serve_pages
 from tests.support.cef import cef_settings
+from tests.support.pages import serve_pages
 
 TONE_ON = """<html><body style='margin:0;background:{color}'><script>
 const ctx = new AudioContext(); const o = ctx.createOscillator(); o.frequency.value = 440;
@@ -30,7 +30,7 @@ SOLID = "<html><body style='margin:0;background:{color}'></body></html>"
 
 
 def close_to(px, bgra, tol: int = 24) -> bool:
-    return all(abs(int(a) - b) <= tol for a, b in zip(px[:3], bgra[:3]))
+    return all(abs(int(a) - b) <= tol for a, b in zip(px[:3], bgra[:3], strict=False))
 
 
 async def frame_where(stream: rtc.VideoStream, predicate, timeout: float = 15.0):

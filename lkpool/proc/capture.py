@@ -16,6 +16,7 @@ frame is dropped and counted, never queued.
 
 from __future__ import annotations
 
+import _posixshmem
 import asyncio
 import base64
 import ctypes
@@ -25,7 +26,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Literal
 
-import _posixshmem
 from mss.linux import xcb
 from mss.linux.base import ALL_PLANES
 
@@ -186,7 +186,7 @@ class _XDamage:
             self.fix.XFixesDestroyRegion(self.dpy, self.region)
             self.dmg.XDamageDestroy(self.dpy, self.damage)
             self.x11.XCloseDisplay(self.dpy)
-            self.dpy = None
+            self.dpy = 0  # falsy: closed
 
 
 class _ShmGrabber:
@@ -224,7 +224,7 @@ class _ShmGrabber:
                 xcb.disconnect(self.conn)
             except Exception:
                 pass
-            self.conn = None
+            self.conn = None  # type: ignore[assignment]  # closed; nothing uses it after
 
 
 class X11Capture:

@@ -23,6 +23,7 @@ import socket
 import sys
 import time
 import urllib.parse
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .. import profiles
@@ -93,7 +94,7 @@ class Child:
         self._tasks: set[asyncio.Task] = set()
         self.pages = Pages(self.mode, self._send, self._spawn)
         page = self.pages.get
-        self.handlers = {
+        self.handlers: dict[type, Callable[[Any], Awaitable[Any]]] = {
             p.CreatePage: self.pages.create, p.ClosePage: self._close_page,
             p.Navigate: lambda m: page(m.page_id).navigate(m.url),
             p.GoBack: lambda m: page(m.page_id).history_step(-1),
@@ -320,8 +321,8 @@ class Child:
                 start.cancel()
                 if not self.stopping.is_set():
                     raise BrowserStartError("the browser did not start in time")
-            elif start.exception() is not None:
-                raise start.exception()
+            elif (failed := start.exception()) is not None:
+                raise failed
             await self.stopping.wait()
         except Exception as exc:
             detail = str(exc) if isinstance(exc, BrowserStartError) else f"{exc!r}"

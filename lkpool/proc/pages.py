@@ -79,6 +79,12 @@ class Pages:
         self.cdp, self.screen, self.display = cdp, screen, display
         self.spare_target = spare_target
 
+    @property
+    def _x11_screen(self) -> Screen:
+        """The X screen, which a page captured natively (x11 mode) always has."""
+        assert self.screen is not None, "native capture without an X screen"
+        return self.screen
+
     async def drop_all(self) -> None:
         for page_id in list(self.states):
             try:
@@ -111,7 +117,7 @@ class Pages:
             page = await Page.attach(self.cdp, m.page_id, target,
                                      lambda kind, value: self._event(m.page_id, kind, value))
             if native:
-                await self.screen.fit(self.cdp, target, (m.width, m.height))
+                await self._x11_screen.fit(self.cdp, target, (m.width, m.height))
             await page.set_size(m.width, m.height, self._native_size(native))
             out = FrameOut(m.page_id, buffers, m.shm_names, self._send)
             capture = self._capture(native, out, m.framerate, page)
@@ -174,7 +180,7 @@ class Pages:
         native = state.on_screen and self._fits(m.width, m.height)
         buffers = ChildFrameBuffers(m.shm_names, m.width, m.height, generation=m.generation)
         old = state.out.buffers
-        moving = native and window_for((m.width, m.height)) != self.screen.window
+        moving = native and window_for((m.width, m.height)) != self._x11_screen.window
         out = FrameOut(m.page_id, buffers, m.shm_names, self._send)
         if moving or native is not state.native:
             # a new frame source: the page outgrew the screen or fits it again, or the
@@ -182,7 +188,7 @@ class Pages:
             await state.capture.aclose()
             try:
                 if moving:
-                    await self.screen.fit(self.cdp, state.page.target_id, (m.width, m.height))
+                    await self._x11_screen.fit(self.cdp, state.page.target_id, (m.width, m.height))
                 await state.page.set_size(m.width, m.height, self._native_size(native))
             finally:
                 state.out, state.native = out, native

@@ -19,8 +19,9 @@ Every parent->child command but `ReleasePaint` and `ListenAudio` carries `req`, 
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast, dataclass_transform
 
 Rect = tuple[int, int, int, int]  # x, y, width, height
 
@@ -43,15 +44,16 @@ class Message:
 MESSAGES: dict[int, type[Message]] = {}
 
 
-def message(type_id: int):
+@dataclass_transform()
+def message[M: Message](type_id: int) -> Callable[[type[M]], type[M]]:
     """Registers a dataclass as a message with a wire type."""
 
-    def deco(cls: type) -> type:
+    def deco(cls: type[M]) -> type[M]:
         cls = dataclass(slots=True)(cls)
         if type_id in MESSAGES:
             raise ValueError(f"message type {type_id} used twice")
         cls.TYPE = type_id
-        cls._codec = tuple((f.name, str(f.type)) for f in fields(cls))
+        cls._codec = tuple((f.name, str(f.type)) for f in fields(cast(Any, cls)))
         for _, kind in cls._codec:
             if kind not in _SCALARS and kind not in ("str", "bytes", "list[str]", "list[Rect]"):
                 raise TypeError(f"{cls.__name__}: no wire encoding for {kind}")

@@ -75,9 +75,9 @@ def _xrandr() -> ctypes.CDLL:
     lib.XRRAddOutputMode.argtypes = lib.XRRDeleteOutputMode.argtypes = [
         ctypes.c_void_p, ctypes.c_ulong, ctypes.c_ulong]
     lib.XRRDestroyMode.argtypes = [ctypes.c_void_p, ctypes.c_ulong]
-    lib.XRRSetScreenSize.argtypes = [ctypes.c_void_p, ctypes.c_ulong] + [ctypes.c_int] * 4
-    lib.XRRGetScreenSizeRange.argtypes = [ctypes.c_void_p, ctypes.c_ulong] + [
-        ctypes.POINTER(ctypes.c_int)] * 4
+    lib.XRRSetScreenSize.argtypes = [ctypes.c_void_p, ctypes.c_ulong, *[ctypes.c_int] * 4]
+    lib.XRRGetScreenSizeRange.argtypes = [ctypes.c_void_p, ctypes.c_ulong,
+                                          *[ctypes.POINTER(ctypes.c_int)] * 4]
     lib.XRRSetCrtcConfig.argtypes = [
         ctypes.c_void_p, res, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_int, ctypes.c_int,
         ctypes.c_ulong, ctypes.c_ushort, ctypes.POINTER(ctypes.c_ulong), ctypes.c_int]

@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
 import weakref
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
 
 from ..config import Settings
 
+if TYPE_CHECKING:  # the types only: imports stay one-way at run time
+    from ..pool import Pool
+    from .frames import Broadcasters
+    from .metrics import Metrics
+
 SETTINGS = web.AppKey("settings", Settings)
-POOL = web.AppKey("pool", "Pool")  # lkpool.pool.Pool; a string to keep imports one-way
-METRICS = web.AppKey("metrics", "Metrics")  # lkpool.server.metrics.Metrics
+POOL: web.AppKey[Pool] = web.AppKey("pool")
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 # the client session the proxy talks to instances with (one per app, pooled connections)
 PROXY_HTTP = web.AppKey("proxy_http", aiohttp.ClientSession)
 # session id -> the task opening its browser target's WebSocket early (server.upstream)
-PRECONNECTED = web.AppKey("proxy_preconnected", dict)
+PRECONNECTED: web.AppKey[dict[str, asyncio.Task[Any]]] = web.AppKey("proxy_preconnected")
 # client-side WebSockets of the proxy, closed with 1001 at shutdown
-PROXY_SOCKETS = web.AppKey("proxy_sockets", weakref.WeakSet)
+PROXY_SOCKETS: web.AppKey[weakref.WeakSet[Any]] = web.AppKey("proxy_sockets")
 # /session/{id}/frames broadcasters, one per watched page (lkpool.server.stream)
-BROADCASTERS = web.AppKey("lkpool_broadcasters", "Broadcasters")
+BROADCASTERS: web.AppKey[Broadcasters] = web.AppKey("lkpool_broadcasters")
 # session id -> its LiveKit publication (lkpool.server.publishing)
-PUBLICATIONS = web.AppKey("publications", dict)
+PUBLICATIONS: web.AppKey[dict[str, Any]] = web.AppKey("publications")

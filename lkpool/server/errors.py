@@ -50,10 +50,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return json_error(exc.status, HTTP_CODES.get(exc.status, "http_error"), detail or "",
                           headers)
     except LkpoolError as exc:
-        headers = {"Retry-After": retry_after(request)} if exc.status == 503 else None
+        retry = {"Retry-After": retry_after(request)} if exc.status == 503 else None
         if exc.status >= 500:
             logger.warning("%s %s: %s: %s", request.method, request.path, exc.code, exc)
-        return json_error(exc.status, exc.code, str(exc) or exc.code, headers)
+        return json_error(exc.status, exc.code, str(exc) or exc.code, retry)
     except Exception:
         logger.exception("unexpected error in %s %s", request.method, request.path)
         return json_error(500, "internal_error", "unexpected server error (logged)")

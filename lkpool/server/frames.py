@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import simplejpeg
@@ -356,7 +356,8 @@ async def send_frames(send: Callable[[bytes], Any], bc: Broadcaster, opts: Frame
             next_due = max(next_due + interval, loop.time() - interval)
         if last and frame.sequence > last + 1:
             stats.skipped += frame.sequence - last - 1
-        await send(await bc.message(frame, opts.key(frame)))
+        # aiohttp sends a bytearray as it is: no copy to make it bytes
+        await send(cast(bytes, await bc.message(frame, opts.key(frame))))
         stats.sent += 1
         last = frame.sequence
         if on_sent is not None:

@@ -103,7 +103,7 @@ def _mouse_button(event: dict, page: Any) -> tuple[int, int, int, int]:
     x, y = _point(event, page)
     button = BUTTONS[_string(event, "button", choices=BUTTONS, default="left")]
     clicks = _number(event, "clicks", 1, 3, default=1, integer=True)
-    return x, y, button, clicks
+    return x, y, button, int(clicks)
 
 
 def _mouse_down(event: dict, page: Any) -> Apply:

@@ -16,7 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from ..pool import Pool
+    from ..pool import Pool, PoolEvent
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -77,7 +77,7 @@ class Metrics:
         """Feeds the metrics from `pool`'s events and reads its counts at scrape time."""
         self._pool_collector = _PoolCollector(pool)
         self.registry.register(self._pool_collector)
-        handlers: dict[str, Any] = {
+        handlers: dict[PoolEvent, Any] = {
             "acquired": lambda lease, wait: self.acquire_wait.observe(wait),
             "launched": self.launch.observe,
             "crashed": lambda slot_id, why: self.crashes.inc(),

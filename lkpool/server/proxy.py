@@ -186,6 +186,7 @@ async def _pipe(request: web.Request, lease: Lease, path: str) -> web.StreamResp
         request.app, lease, path)
     try:
         writer = await resp.prepare(request)
+        assert writer is not None  # prepared just now, so it has a writer
     except BaseException:
         upstream.close()
         raise
@@ -204,7 +205,7 @@ async def _pipe(request: web.Request, lease: Lease, path: str) -> web.StreamResp
     splice = Splice(upstream, request, writer, max_message=settings.max_ws_message_bytes,
                     on_messages=on_messages)
     request.app[PROXY_SOCKETS].add(splice)
-    ended = asyncio.create_task(lease.wait_ended())
+    ended: asyncio.Future[Any] = asyncio.create_task(lease.wait_ended())
     try:
         await asyncio.wait({splice.finished, splice.dropped, ended},
                            return_when=asyncio.FIRST_COMPLETED)
@@ -257,7 +258,8 @@ async def session_path(request: web.Request) -> web.StreamResponse:
 
 async def close_sockets(app: web.Application) -> None:
     """on_shutdown: proxied WebSockets are told the server is going away (1001)."""
-    sockets = list(app[PROXY_SOCKETS])
+    open_sockets = app[PROXY_SOCKETS]
+    sockets = list(open_sockets)
     await asyncio.gather(*(s.close(1001, "server shutdown") for s in sockets),
                          return_exceptions=True)
 

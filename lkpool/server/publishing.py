@@ -54,6 +54,7 @@ class Publication:
 
     def describe(self) -> dict[str, Any]:
         p = self.publisher
+        assert p.video_track is not None and p.audio_track is not None  # it publishes
         return {"publishing": True, "session_id": self.lease.session_id, "room": self.room.name,
                 "identity": self.room.local_participant.identity,
                 "video_track_sid": p.video_track.sid, "audio_track_sid": p.audio_track.sid,

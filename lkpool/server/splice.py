@@ -25,7 +25,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
@@ -164,7 +165,7 @@ class Splice:
                  *, max_message: int, on_messages: Callable[[str, int], None]) -> None:
         transport = request.transport
         assert transport is not None and upstream.transport is not None
-        self.client: asyncio.Transport = transport  # type: ignore[assignment]
+        self.client: asyncio.Transport = transport
         self.upstream = upstream
         self._writer = writer
         self._max_message = max_message
@@ -314,5 +315,5 @@ class Splice:
         self.client.abort()
         self._finish()
 
-    def _spawn(self, coro) -> None:  # type: ignore[no-untyped-def]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         spawn(coro, name="lkpool-splice", into=self._tasks, log=logger)

@@ -90,5 +90,6 @@ async def preconnect_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         pool.off(listener)
-        for session_id in list(app[PRECONNECTED]):
+        preconnected = app[PRECONNECTED]
+        for session_id in list(preconnected):
             drop(app, session_id)

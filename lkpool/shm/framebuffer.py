@@ -12,13 +12,12 @@ released it; when both are held the frame is dropped and counted, never queued.
 
 from __future__ import annotations
 
+import _posixshmem  # the primitive under multiprocessing.shared_memory, without its tracker
 import mmap
 import os
 import secrets
 from collections.abc import Sequence
 from multiprocessing import shared_memory
-
-import _posixshmem  # the primitive under multiprocessing.shared_memory, without its tracker
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -59,7 +58,8 @@ class FrameBuffers:
             self.close()
             raise
         self.names = [s.name for s in self._segments]
-        self._arrays = [_view(s.buf, width, height) for s in self._segments]
+        # a segment has a buffer until it is closed, which only close() does
+        self._arrays = [_view(s.buf, width, height) for s in self._segments]  # type: ignore[arg-type]
 
     def array(self, buffer_id: int) -> np.ndarray:
         """A (height, width, 4) view onto one buffer; valid until `close`."""

@@ -223,7 +223,7 @@ def color_of(frame: np.ndarray) -> tuple[int, int, int]:
 
 
 def close_to(rgb: tuple[int, int, int], want: tuple[int, int, int], tol: int = 12) -> bool:
-    return all(abs(a - b) <= tol for a, b in zip(rgb, want))
+    return all(abs(a - b) <= tol for a, b in zip(rgb, want, strict=False))
 
 
 assert os.name == "posix"

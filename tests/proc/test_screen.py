@@ -10,7 +10,7 @@ import pytest
 
 from lkpool.proc import xlib
 from lkpool.proc.chromium import start_xvfb
-from lkpool.proc.screen import MODE_PREFIX, MIN_WINDOW, Screen, set_screen_size, window_for
+from lkpool.proc.screen import MIN_WINDOW, MODE_PREFIX, Screen, set_screen_size, window_for
 
 pytestmark = pytest.mark.skipif(shutil.which("Xvfb") is None, reason="needs Xvfb")
 

@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lkpool.shm.framebuffer import (ChildFrameBuffers, FrameBuffers, copy_rects,
-                                    frame_bytes)
+from lkpool.shm.framebuffer import ChildFrameBuffers, FrameBuffers, copy_rects, frame_bytes
 
 
 def test_segments_sized_to_page_and_unlinked() -> None:

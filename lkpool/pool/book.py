@@ -1,62 +1,41 @@
-"""Pool and Lease: warm instances handed out to sessions, with deadlines, health and recycling.
-
-A *slot* is one instance (one `BrowserContext` and its primary page); a *lease* binds a slot
-to a session. The life of a slot::
-
-    STARTING ──► IDLE ──► LEASED ──► STOPPING ──► DEAD
-        │         │ ▲        │                     ▲
-        │         │ └─ reset ┘ (opt-in reuse)      │
-        └─────────┴──────────── crash / failure ───┘
-
-- `NUM_WARM` idle slots are kept started in the background; an acquire takes an idle one
-  at once and never waits for a replacement to start. Without one it waits, in FIFO order,
-  up to `ACQUIRE_TIMEOUT` while the pool grows to `MAX_INSTANCES`, then `PoolExhausted`.
-- A lease ends at its deadline, after `IDLE_TIMEOUT` without activity (`touch`), when
-  released, when its instance dies (`crashed`) or at shutdown. Its slot is then stopped and
-  a fresh instance (fresh profile) started, unless the reuse policy (`lkpool.recycle`)
-  allows a reset instead.
-- Health: every `HEALTH_CHECK_INTERVAL` each slot is pinged, and a context's `closed` event
-  reports a crash at once. `MAX_STARTUP_ATTEMPTS` failed starts in a row make the pool
-  *degraded*: it stops starting instances on its own until an acquire asks for one and that
-  start succeeds.
-
-Events (`Pool.on`): "launched"(seconds), "acquired"(lease, wait_seconds),
-"lease_ended"(lease), "crashed"(slot_id, why), "restarted"(), "degraded"(error).
+"""The lease book: acquire (FIFO waiters, `ACQUIRE_TIMEOUT`), extend, deadlines and idle
+ends, and the ended leases kept a while so clients learn why. It sits on the warm set
+(lkpool.pool.warm), which starts, checks and recycles the instances it hands out.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import secrets
-import socket
 import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from . import engines, profiles, recycle
-from .config import MAX_FRAMERATE, MAX_HEIGHT, MAX_WIDTH, Settings
-from .errors import (BrowserStartError, EngineError, InstanceCrashed, InvalidArgument,
-                     LkpoolError, PoolClosed, PoolExhausted, UnknownSession)
-from .events import EventEmitter
+from .. import profiles, recycle
+from ..config import MAX_FRAMERATE, MAX_HEIGHT, MAX_WIDTH, Settings
+from ..errors import (
+    BrowserStartError,
+    InstanceCrashed,
+    InvalidArgument,
+    LkpoolError,
+    PoolClosed,
+    PoolExhausted,
+    UnknownSession,
+)
 from .lease import EndReason, Lease, Slot, State
-from .tasks import spawn
-
-__all__ = ["EndReason", "Lease", "Pool", "Slot", "State"]
+from .warm import STOP_TIMEOUT, WarmSet
 
 if TYPE_CHECKING:
-    from .context import BrowserContext
+    from ..context import BrowserContext
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("lkpool.pool")
 
-PoolEvent = Literal["launched", "acquired", "lease_ended", "crashed", "restarted", "degraded"]
 # ended leases stay visible (GET /browsers, the proxy's 403) for this long / this many
 ENDED_KEEP_SECONDS = 600.0
 ENDED_KEEP_COUNT = 1000
-STOP_TIMEOUT = 15.0
 LEASE_CHECK_INTERVAL = 0.25
 
 
@@ -69,32 +48,20 @@ def _check_number(name: str, value: Any, kind: type, lo: float, hi: float) -> An
     return kind(value)
 
 
-class Pool(EventEmitter[PoolEvent]):
+class Pool(WarmSet):
     """Warm browser instances leased to sessions. Use as `async with Pool(settings) as pool`."""
 
     def __init__(self, settings: Settings | None = None, *,
                  check_invalid: recycle.CheckInvalid | None = None,
                  context_factory: Callable[..., BrowserContext] | None = None) -> None:
-        super().__init__()
-        self.settings = settings or Settings.from_env()
-        self.policy = recycle.ReusePolicy.from_settings(self.settings, check_invalid)
-        self._factory = context_factory or engines.create_context
-        self._slots: dict[int, Slot] = {}
+        super().__init__(settings, check_invalid=check_invalid,
+                         context_factory=context_factory)
         self._leases: dict[str, Lease] = {}
         self._ended: OrderedDict[str, tuple[float, Lease]] = OrderedDict()
         self._waiters: deque[asyncio.Future[Slot]] = deque()
-        self._tasks: set[asyncio.Task] = set()
         self._loops: list[asyncio.Task] = []
-        self._slot_ids = itertools.count(1)
-        self._failures = 0
-        self.last_error: str | None = None
-        self.degraded = False
-        self._retry_pending = False
-        self._state: Literal["new", "open", "closing", "closed"] = "new"
+        self._state = "new"
         self._closed_event = asyncio.Event()
-        # frame counters of instances already gone, so the totals only grow
-        self._frames_gone = 0
-        self._dropped_gone = 0
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -161,10 +128,6 @@ class Pool(EventEmitter[PoolEvent]):
     def closed(self) -> bool:
         return self._state != "open"
 
-    def _spawn(self, coro: Any, name: str) -> asyncio.Task:
-        """A tracked background task whose failure is logged."""
-        return spawn(coro, name=name, into=self._tasks, log=logger)
-
     # ---- leases -------------------------------------------------------------------------
 
     async def acquire(self, timeout: float | None = None, *, url: str | None = None,
@@ -201,6 +164,7 @@ class Pool(EventEmitter[PoolEvent]):
             if self._state != "open":
                 raise PoolClosed("the pool closed before the lease began")
             raise InstanceCrashed("the instance died before the lease began")
+        assert slot.context is not None and slot.page is not None  # a LEASED slot has both
         now = time.time()
         lease = Lease(session_id=secrets.token_urlsafe(24), context=slot.context,
                       page=slot.page, debugging_port=slot.debugging_port,
@@ -298,14 +262,11 @@ class Pool(EventEmitter[PoolEvent]):
         """Records activity on a lease (it will not end for being idle)."""
         self.get(session_id).touch()
 
-    def list(self) -> list[Lease]:
-        return list(self._leases.values())
-
     def ended_leases(self) -> list[Lease]:
         return [lease for _, lease in self._ended.values()]
 
-    def slots(self) -> list[Slot]:
-        return list(self._slots.values())
+    def list(self) -> list[Lease]:  # defined last: below it, `list` means this method
+        return list(self._leases.values())
 
     @contextlib.asynccontextmanager
     async def lease(self, timeout: float | None = None, **options: Any
@@ -343,119 +304,10 @@ class Pool(EventEmitter[PoolEvent]):
                 break
             self._ended.popitem(last=False)
 
-    # ---- slots: start, hand out, recycle, stop ------------------------------------------
+    # ---- the junction with the warm set --------------------------------------------------
 
-    def _count(self, *states: State) -> int:
-        return sum(1 for s in self._slots.values() if s.state in states)
-
-    def _idle_slot(self) -> Slot | None:
-        """The idle slot that has waited longest (so each one is checked and used)."""
-        idle = [s for s in self._slots.values() if s.state is State.IDLE]
-        return min(idle, key=lambda s: s.idle_since) if idle else None
-
-    def _refill(self) -> None:
-        """Starts instances until the warm floor and every waiter are covered."""
-        if self._state != "open" or self.degraded or self._retry_pending:
-            return
-        waiting = sum(1 for w in self._waiters if not w.done())
-        # a slot being reset for reuse (LEASED, no lease) is idle within ~100 ms: starting an
-        # instance for its waiter would cost a second of both cores and arrive later
-        resetting = sum(1 for s in self._slots.values()
-                        if s.state is State.LEASED and s.resetting)
-        spare = self._count(State.IDLE, State.STARTING) + resetting
-        live = self._count(State.IDLE, State.STARTING, State.LEASED)
-        want = min(self.settings.num_warm + waiting - spare, self.settings.max_instances - live)
-        for _ in range(want):
-            self._start_one()
-
-    def _start_one(self) -> None:
-        slot = Slot(next(self._slot_ids))
-        self._slots[slot.id] = slot
-        self._spawn(self._start(slot), f"lkpool-start-{slot.id}")
-
-    def _free_port(self) -> int:
-        """DEBUGGING_PORT_START > 0: the first port from there that no instance of ours holds
-        and nothing else listens on; 0: let each browser pick its own (race-free)."""
-        start = self.settings.debugging_port_start
-        if not start:
-            return 0
-        taken = {slot.context.remote_debugging_port for slot in self._slots.values()
-                 if slot.context is not None}
-        for port in range(start, min(65536, start + 16 * self.settings.max_instances + 64)):
-            if port in taken:
-                continue
-            with socket.socket() as probe:
-                try:
-                    probe.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-            return port
-        raise EngineError(f"no free DevTools port from DEBUGGING_PORT_START={start}")
-
-    async def _start(self, slot: Slot) -> None:
-        s = self.settings
-        started = time.monotonic()
-        try:
-            slot.context = self._factory(s, remote_debugging_port=self._free_port())
-            await slot.context.initialize()
-            slot.context.on("closed", lambda reason: self._on_closed(slot, reason))
-            slot.page = await slot.context.new_page(url="about:blank", width=s.width,
-                                                    height=s.height, framerate=s.framerate)
-        except asyncio.CancelledError:
-            await self._discard(slot)
-            raise
-        except Exception as exc:
-            await self._discard(slot)
-            self._start_failed(slot, exc)
-            return
-        if slot.state is not State.STARTING:  # crashed while its page was being made
-            await self._discard(slot)
-            return
-        slot.page.on("closed", lambda reason: self._on_page_closed(slot, reason))
-        if self.policy.max_reusable > 0:
-            slot.page.on("url_changed", lambda url: self._note_origin(slot, url))
-        slot.browser_path = getattr(slot.context, "browser_path", None)
-        self._failures = 0
-        if self.degraded:
-            logger.info("an instance started again: the pool is healthy")
-            self.degraded = False
-        seconds = time.monotonic() - started
-        slot.log.info("started in %.2fs on port %s", seconds, slot.debugging_port)
-        self.emit("launched", seconds)
-        slot.to(State.IDLE)
-        self._dispatch()
-
-    @staticmethod
-    def _note_origin(slot: Slot, url: str) -> None:
-        if (origin := recycle.origin_of(url)) is not None:
-            slot.origins.add(origin)
-
-    def _start_failed(self, slot: Slot, exc: Exception) -> None:
-        self._failures += 1
-        self.last_error = f"{type(exc).__name__}: {exc}"
-        slot.log.warning("start failed (%d in a row): %s", self._failures, self.last_error)
-        if self._failures >= self.settings.max_startup_attempts:
-            if not self.degraded:
-                self.degraded = True
-                logger.error("%d instance starts failed in a row; the pool stops trying until "
-                             "an acquire asks again. last error: %s", self._failures,
-                             self.last_error)
-                self.emit("degraded", self.last_error)
-            if not self._count(State.STARTING):
-                self._fail_waiters(BrowserStartError(
-                    f"instances fail to start: {self.last_error}"))
-            return
-        if self._state == "open" and not self._retry_pending:
-            self._retry_pending = True
-            delay = min(0.25 * 2 ** (self._failures - 1), 5.0)
-            self._spawn(self._retry_later(delay), "lkpool-retry")
-
-    async def _retry_later(self, delay: float) -> None:
-        try:
-            await asyncio.sleep(delay)
-        finally:
-            self._retry_pending = False
-        self._refill()
+    def _waiting(self) -> int:
+        return sum(1 for w in self._waiters if not w.done())
 
     def _dispatch(self) -> None:
         """Hands idle slots to waiters, oldest waiter first, then tops up the warm floor."""
@@ -476,119 +328,6 @@ class Pool(EventEmitter[PoolEvent]):
             if not waiter.done():
                 waiter.set_exception(exc)
 
-    def _recycle(self, slot: Slot) -> None:
-        """A slot whose lease ended: reset and reused when the policy allows, else replaced."""
-        if self._state == "open" and slot.context and slot.context.alive \
-                and self.policy.allows(slot.stats()):
-            self._spawn(self._reset(slot), f"lkpool-reset-{slot.id}")
-        else:
-            self._stop(slot)
-
-    async def _reset(self, slot: Slot) -> None:
-        slot.resetting = True
-        try:
-            assert slot.page is not None and slot.context is not None
-            await slot.page.navigate("about:blank")
-            profile = getattr(slot.context, "profile_dir", None)  # lkpool's engine has one
-            await recycle.reset_browser(slot.debugging_port, slot.origins,
-                                        self.settings.request_timeout, slot.browser_path,
-                                        profiles.downloads_dir(profile) if profile else None)
-            if profile:
-                await asyncio.to_thread(profiles.empty_downloads, profile)
-        except Exception as exc:
-            slot.log.warning("reset failed, replacing the instance: %s", exc)
-            if slot.state is State.LEASED:
-                self._stop(slot)
-            return
-        finally:
-            slot.resetting = False
-        if slot.state is State.LEASED and slot.lease is None:
-            slot.origins.clear()
-            slot.to(State.IDLE)
-            self._dispatch()
-
-    def _stop(self, slot: Slot) -> None:
-        """Stops a slot in the background and starts its replacement at once."""
-        slot.to(State.STOPPING)
-        self._spawn(self._discard(slot), f"lkpool-stop-{slot.id}")
-        self._refill()
-
-    async def _discard(self, slot: Slot) -> None:
-        """Closes a slot's context (idempotent) and forgets the slot."""
-        if slot.state is not State.STOPPING and slot.state is not State.DEAD:
-            slot.to(State.STOPPING)
-        ctx = slot.context
-        try:
-            if ctx is not None:
-                await asyncio.wait_for(asyncio.shield(ctx.aclose()), STOP_TIMEOUT)
-        except Exception as exc:
-            slot.log.error("stopping failed: %s", exc)
-        finally:
-            page = slot.page
-            if page is not None:
-                self._frames_gone += page.frames
-                self._dropped_gone += page.dropped
-                slot.page = None
-            if slot.state is not State.DEAD:
-                slot.to(State.DEAD)
-            self._slots.pop(slot.id, None)
-
-    # ---- health -------------------------------------------------------------------------
-
-    def _on_closed(self, slot: Slot, reason: str) -> None:
-        """The context ended: expected while stopping, a crash otherwise."""
-        if slot.state in (State.STOPPING, State.DEAD) or reason == "closed":
-            return
-        self._crashed(slot, f"instance {reason}")
-
-    def _on_page_closed(self, slot: Slot, reason: str) -> None:
-        """The instance's page ended while the instance lives on. A renderer crash leaves a
-        dead page that no lease can use: the lease ends (crashed) and the instance is
-        replaced, as for a browser crash; so is a warm page that closed. A leased page a
-        client closed (`Target.closeTarget`) leaves the lease to that client."""
-        if slot.state in (State.STOPPING, State.DEAD):
-            return
-        if reason == "crashed" or slot.state is State.IDLE:
-            self._crashed(slot, f"its page {reason}")
-
-    def _crashed(self, slot: Slot, why: str) -> None:
-        if slot.state in (State.STOPPING, State.DEAD):
-            return
-        slot.log.warning("instance died (%s)", why)
-        self.emit("crashed", slot.id, why)
-        lease = slot.lease
-        if slot.state is State.STARTING:
-            slot.to(State.STOPPING)  # its _start sees the state and gives up
-        else:
-            slot.to(State.STOPPING)
-            self._spawn(self._discard(slot), f"lkpool-stop-{slot.id}")
-        if lease is not None:
-            self._end_lease(lease, EndReason.CRASHED)
-        if self._state == "open":
-            self.emit("restarted")
-            self._refill()
-
-    async def _health_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.health_check_interval)
-            checked = [s for s in self._slots.values()
-                       if s.state in (State.IDLE, State.LEASED) and s.context is not None]
-            await asyncio.gather(*(self._check(s) for s in checked))
-
-    async def _check(self, slot: Slot) -> None:
-        ctx = slot.context
-        assert ctx is not None
-        why = None
-        if not ctx.alive:
-            why = ctx.closed_reason or "not running"
-        else:
-            try:
-                await ctx.ping(timeout=self.settings.health_check_timeout)
-            except Exception as exc:
-                why = f"health check failed: {exc or type(exc).__name__}"
-        if why is not None and slot.state in (State.IDLE, State.LEASED):
-            self._crashed(slot, why)
-
     async def _lease_loop(self) -> None:
         """Ends leases past their deadline or idle longer than IDLE_TIMEOUT."""
         idle_timeout = self.settings.idle_timeout
@@ -601,26 +340,6 @@ class Pool(EventEmitter[PoolEvent]):
                 elif now - lease.last_used >= idle_timeout:
                     self._end_lease(lease, EndReason.IDLE)
 
-    async def _scale_down_loop(self) -> None:
-        """Stops idle slots above the warm floor after IDLE_TIMEOUT, and expired ones."""
-        s = self.settings
-        while True:
-            await asyncio.sleep(s.scale_down_interval)
-            now = time.monotonic()
-            idle = sorted((x for x in self._slots.values() if x.state is State.IDLE),
-                          key=lambda x: x.idle_since)
-            surplus = len(idle) - s.num_warm
-            for slot in idle:
-                if self.policy.expired(slot.stats()):
-                    slot.log.info("expired after %gs", s.expires)
-                    self._stop(slot)
-                elif surplus > 0 and now - slot.idle_since >= s.idle_timeout:
-                    slot.log.info("idle above the warm floor: stopping")
-                    surplus -= 1
-                    self._stop(slot)
-            if self.degraded and not self._count(State.STARTING):
-                self._start_one()  # a slow probe, so a fixed machine heals on its own
-
     # ---- reporting ----------------------------------------------------------------------
 
     def counts(self) -> dict[str, Any]:
@@ -630,19 +349,10 @@ class Pool(EventEmitter[PoolEvent]):
             if slot.state is not State.DEAD:
                 by_state[slot.state.value] += 1
         return {"instances": by_state, "leases": len(self._leases),
-                "waiting": sum(1 for w in self._waiters if not w.done()),
+                "waiting": self._waiting(),
                 "max_instances": self.settings.max_instances,
                 "num_warm": self.settings.num_warm, "degraded": self.degraded,
                 "last_error": self.last_error}
-
-    def frame_totals(self) -> tuple[int, int]:
-        """Frames delivered and dropped by every instance so far."""
-        frames, dropped = self._frames_gone, self._dropped_gone
-        for slot in self._slots.values():
-            if slot.page is not None:
-                frames += slot.page.frames
-                dropped += slot.page.dropped
-        return frames, dropped
 
     async def wait_ready(self, timeout: float | None = None) -> None:
         """Waits until the warm floor is idle (or the pool is degraded: `BrowserStartError`)."""

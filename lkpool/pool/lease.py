@@ -1,5 +1,5 @@
 """The pool's records: a `Slot` (one instance and its state) and a `Lease` (a slot bound to a
-session), with the `State` and `EndReason` enums. lkpool/pool.py holds what moves them.
+session), with the `State` and `EndReason` enums. lkpool.pool.warm and .book hold what moves them.
 """
 
 from __future__ import annotations
@@ -11,11 +11,9 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import recycle
-
 if TYPE_CHECKING:
-    from .context import BrowserContext
-    from .page import BrowserPage
+    from ..context import BrowserContext
+    from ..page import BrowserPage
 
 logger = logging.getLogger("lkpool.pool")  # slots log as part of the pool
 
@@ -47,7 +45,7 @@ class EndReason(enum.StrEnum):
 
 class _SlotLog(logging.LoggerAdapter):
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
-        return f"[slot {self.extra['slot']}] {msg}", kwargs
+        return f"[slot {(self.extra or {}).get('slot')}] {msg}", kwargs
 
 
 class Slot:
@@ -82,7 +80,10 @@ class Slot:
         return self.context.remote_debugging_port if self.context else 0
 
     def stats(self) -> dict[str, Any]:
-        return recycle.stats(count=self.uses, created=self.created, last_used=self.last_used)
+        """The object-pool stats the reuse policy and `check_invalid` judge: uses, age, last
+        use."""
+        return {"count": self.uses, "age": time.monotonic() - self.created,
+                "last_used": self.last_used, "new": self.uses == 0}
 
     def __repr__(self) -> str:
         return f"<Slot {self.id} {self.state.value} port={self.debugging_port}>"
