@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import alloc, browserless, density, peers
+from bench import alloc, browserless, density, idle, peers
 from bench.common import Row, machine, table
 
 REPORT = Path(__file__).with_name("REPORT.md")
@@ -137,6 +137,10 @@ def main() -> None:
         "Density: PSS per idle warm instance vs a bare headless Chromium",
         f"python -m bench.density --counts {','.join(map(str, counts))}",
         density.run(counts)))
+    seconds = 8.0 if args.quick else 20.0
+    sections.append(run_rows(
+        "Idle: share of a core per idle warm instance and of the server, nothing leased",
+        f"python -m bench.idle --warm 4 --seconds {seconds:g}", idle.run(4, seconds)))
     leases = 8 if args.quick else 24
     sections.append(run_rows(
         "Allocation throughput: leases started and released per second",
