@@ -1,9 +1,10 @@
 """Crash faults: SIGKILL of each process of an instance, leased and idle at once.
 
 For each role (the child, Chromium, Xvfb, the PulseAudio reader, which runs while someone
-listens to the audio) one leased and one idle instance get the signal together: the lease ends `crashed`, the idle instance is replaced,
-the warm floor comes back, and neither leaves a process, profile folder or sink behind
-(the suite's leak fixture checks shm and the rest once the server is down).
+listens to the audio) one leased and one idle instance get the signal together: the lease
+ends `crashed`, the idle instance is replaced, the warm floor comes back, and neither leaves
+a process, profile folder or sink behind (the suite's leak fixture checks shm and the rest
+once the server is down).
 """
 
 from __future__ import annotations
