@@ -7,10 +7,14 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8888
 
-.PHONY: run test lint bench system install clean
+.PHONY: run cluster test lint bench system install clean
 
 run: install
 	$(PY) -m lkpool serve --host $(HOST) --port $(PORT)
+
+# a local redis-server and three nodes on loopback sharing it (README: "A cluster")
+cluster: install
+	PY=$(PY) scripts/cluster.sh
 
 test: install lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)

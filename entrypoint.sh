@@ -2,7 +2,8 @@
 # Container entry point: clear what a previous run of this container left behind, start
 # PulseAudio when audio is on, then become `lkpool serve` (so signals reach it directly).
 #
-#   docker run lkpool                    -> lkpool serve --host $HOST
+#   docker run lkpool                    -> lkpool serve --host $HOST (0.0.0.0: without
+#                                           TOKEN it generates one, prints it once, needs it)
 #   docker run lkpool --num-warm 2       -> the same, with those flags
 #   docker run lkpool publish URL ...    -> any lkpool command
 #   docker run lkpool bash               -> anything else, as is

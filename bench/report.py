@@ -55,11 +55,17 @@ CLI_BENCHES = [
       "--jobs", "12"]),
     ("Stream: frames WebSocket per viewer vs paint rate, input round trip", "bench.stream",
      ["--seconds", "5"]),
+    ("Edge: the proxy's round trips with and without the Host/Origin checks", "bench.edge",
+     ["--rounds", "6"]),
+    ("Cluster: through a non-owner node vs the owner, placement at 100 nodes x 50 slots",
+     "bench.cluster", ["--allocs", "20", "--evals", "300"]),
 ]
 QUICK_ARGS = {"bench.frames": ["--seconds", "2", "--modes", "x11"],
               "bench.pool": ["--warm-runs", "3", "--cold-runs", "2", "--rtt", "100",
                              "--messages", "500", "--jobs", "4"],
-              "bench.stream": ["--seconds", "2"]}
+              "bench.stream": ["--seconds", "2"],
+              "bench.edge": ["--rounds", "2", "--requests", "100", "--upgrades", "20"],
+              "bench.cluster": ["--allocs", "6", "--evals", "100", "--nodes", "20"]}
 
 
 def run_cli(title: str, module: str, args: list[str]) -> Section:

@@ -10,7 +10,7 @@ absorbed here:
   reload navigates to the current URL, evaluate goes over CDP, and resize / set_framerate
   make a new livekit page at the new size on the current URL (it reloads) behind the same
   CefPage, so the pool can hand a warm page out at any size;
-- its cursor is CEF's cursor enum: we turn it into a CSS cursor name;
+- its cursor is CEF's cursor enum: `page.cursor` holds it as a CSS keyword;
 - its `aclose()` joins the child synchronously (up to 15 s): we close the socket and wait for
   the child asynchronously first, killing its process group after a grace period, so the
   event loop never stalls on a stuck child.
@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import errors, keys
+from . import cursors, errors, keys
 from .config import Settings
 from .events import EventEmitter
 
@@ -45,20 +45,7 @@ DOWNLOAD_HINT = "run `python scripts/download_cef.py` (or `pip install 'lkpool[c
 EXIT_GRACE = 5.0
 _ids = itertools.count(1)
 
-# CEF's cef_cursor_type_t, in enum order -> CSS cursor names (what the chromium engine reports)
-CEF_CURSORS: tuple[str, ...] = (
-    "default", "crosshair", "pointer", "text", "wait", "help", "e-resize", "n-resize",
-    "ne-resize", "nw-resize", "s-resize", "se-resize", "sw-resize", "w-resize", "ns-resize",
-    "ew-resize", "nesw-resize", "nwse-resize", "col-resize", "row-resize", "all-scroll",
-    "e-resize", "n-resize", "ne-resize", "nw-resize", "s-resize", "se-resize", "sw-resize",
-    "w-resize", "move", "vertical-text", "cell", "context-menu", "alias", "progress",
-    "no-drop", "copy", "none", "not-allowed", "zoom-in", "zoom-out", "grab", "grabbing",
-)
 MOUSE_BUTTONS = {"left": 0, "middle": 1, "right": 2}
-
-
-def cef_cursor(cursor_type: int) -> str:
-    return CEF_CURSORS[cursor_type] if 0 <= cursor_type < len(CEF_CURSORS) else "default"
 
 
 def cef_resources_dir() -> Path:
@@ -127,6 +114,12 @@ class CefPage(EventEmitter[str]):
         self._last_frame = data.frame  # livekit's page merges dirty rects into it, as ours
         self.emit("paint", data)
 
+    def _listener_added(self, event: str, cb_id: int) -> None:
+        if event == "paint":  # the current frame at once, as lkpool.page.BrowserPage does
+            from .page import replay_paint
+
+            replay_paint(self, cb_id)
+
     @property
     def last_frame(self) -> rtc.VideoFrame | None:
         """The page's current image, as lkpool.page.BrowserPage.last_frame."""
@@ -137,8 +130,8 @@ class CefPage(EventEmitter[str]):
         self.emit("url_changed", url)
 
     def _on_cursor(self, cursor_type: int) -> None:
-        self.cursor = cef_cursor(cursor_type)
-        self.emit("cursor_changed", self.cursor)
+        self.cursor = cursors.css(cursor_type)
+        self.emit("cursor_changed", cursor_type)  # livekit.browser's int, as it came
 
     def _check_open(self) -> None:
         if self.closed:

@@ -1,4 +1,4 @@
-"""`lkpool serve | screenshot | publish`: a table of subcommands, each in lkpool/commands/.
+"""`lkpool serve | screenshot | publish | mcp`: a table of subcommands, each in lkpool/commands/.
 
 Only the chosen command's module is imported, so each command's dependencies load only when it
 runs, and a command whose module is missing fails alone with a clear message.
@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("lkpool.commands.serve", "run the pool with its REST API and DevTools proxy"),
     "screenshot": ("lkpool.commands.screenshot", "take a screenshot of a page"),
     "publish": ("lkpool.commands.publish", "publish a page to a LiveKit room"),
+    "mcp": ("lkpool.commands.mcp", "an MCP server (stdio) that gives an agent browsers"),
 }
 
 

@@ -204,13 +204,11 @@ class APIClient:
             self._http = None
 
     def _headers(self) -> dict[str, str]:
+        """The token goes in a header, never in a URL (URLs end up in logs and Referers)."""
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
     def _params(self, params: dict[str, Any] | None = None) -> dict[str, str]:
-        out = {k: str(v) for k, v in (params or {}).items() if v is not None}
-        if self.token:
-            out["token"] = self.token
-        return out
+        return {k: str(v) for k, v in (params or {}).items() if v is not None}
 
     def _session(self) -> aiohttp.ClientSession:
         if self._http is None or self._http.closed:
@@ -275,7 +273,7 @@ class APIClient:
             with contextlib.suppress(APIError):
                 await self.deallocate_browser()
             raise
-        self._log.debug("allocated %s", self.session_id)
+        self._log.debug("allocated %s…", self.session_id[:6])
         return self.session_id
 
     async def deallocate_browser(self) -> bool:

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
+from urllib.parse import urlsplit
 
 from .errors import LkpoolError
 
@@ -25,6 +27,8 @@ Capture = Literal["auto", "x11", "screencast"]
 MAX_WIDTH = 3840
 MAX_HEIGHT = 2160
 MAX_FRAMERATE = 60
+# a node's name goes into session ids and URLs: a DNS label
+NODE_NAME_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 
 
 class ConfigError(LkpoolError, ValueError):
@@ -44,7 +48,8 @@ def _default_chromium() -> str:
 class Settings:
     host: str = _knob("127.0.0.1", "address the server listens on")
     port: int = _knob(8888, "port the server listens on", min=0, max=65535)
-    token: str = _knob("", "when set, every endpoint but /session/{id}/... needs it")
+    token: str = _knob("", "when set, every endpoint but /session/{id}/..., /health and the "
+                       "pages needs it; off loopback an unset one is generated at start")
     engine: Engine = _knob("chromium", "browser engine: chromium (ours) or cef (livekit.browser)")
     capture: Capture = _knob("auto", "frame source: x11 (Xvfb grab), screencast, or auto")
     chromium_path: str = _knob(_default_chromium(), "the Chromium binary")
@@ -99,10 +104,43 @@ class Settings:
     livekit_api_key: str = _knob("", "LiveKit API key for signing publish tokens")
     livekit_api_secret: str = _knob("", "LiveKit API secret for signing publish tokens")
     log_level: str = _knob("INFO", "logging level")
+    # ---- the edge: who may talk to the server, and how much (SECURITY.md) -------------------
+    public_url: str = _knob("", "URL clients use to reach this node")
+    allowed_hosts: str = _knob("", "extra Host names served, comma separated (IP addresses "
+                               "and localhost always are); * serves any")
+    allowed_origins: str = _knob("", "extra web origins (scheme://host[:port]) allowed to "
+                                 "open sockets and change state, comma separated")
+    livekit_room_prefix: str = _knob("lkpool-", "rooms and identities the server signs "
+                                     "publish tokens for must start with this")
+    max_session_sockets: int = _knob(16, "WebSockets open at once per session (frames, "
+                                     "input, CDP); more are closed with 1008", min=1,
+                                     max=1024)
+    client_timeout: float = _knob(15.0, "seconds a client has to send a request's head or "
+                                  "JSON body; also how long an idle keep-alive connection "
+                                  "stays open", min=1.0)
+    # ---- the cluster (lkpool.cluster): several nodes sharing one Redis serve one API
+    redis_url: str = _knob("", "Redis of the cluster's shared state (redis://host:6379/0); "
+                           "empty: this node serves on its own")
+    node_name: str = _knob("", "this node's stable name in the cluster; empty: the host name")
+    internal_url: str = _knob("", "URL other nodes reach this node at; empty: PUBLIC_URL, "
+                              "else http://HOST:PORT")
+    cluster_secret: str = _knob("", "shared secret of the node-to-node calls (needed with "
+                                "REDIS_URL)")
+    cluster_heartbeat: float = _knob(1.0, "seconds between a node's heartbeats", min=0.05)
+    cluster_node_timeout: float = _knob(5.0, "seconds without a heartbeat after which a node "
+                                        "is lost and its sessions end (node_lost)", min=0.1)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             _validate(f, getattr(self, f.name))
+        if self.public_url and urlsplit(self.public_url).scheme not in ("http", "https"):
+            raise ConfigError(f"PUBLIC_URL={self.public_url!r} must be an http(s):// URL")
+        if self.redis_url and not self.cluster_secret:
+            raise ConfigError("REDIS_URL needs CLUSTER_SECRET: node-to-node calls authenticate "
+                              "with it")
+        if self.node_name and not NODE_NAME_RE.fullmatch(self.node_name):
+            raise ConfigError(f"NODE_NAME={self.node_name!r} must be letters, digits and '-' "
+                              "(at most 63)")
         if self.num_warm > self.max_instances:
             raise ConfigError(
                 f"NUM_WARM={self.num_warm} is above MAX_INSTANCES={self.max_instances}"

@@ -12,13 +12,21 @@
      ├── PageError                              the page refused a request  -> 400/422
      │    ├── NoSuchPage                        unknown page id
      │    ├── NavigationError                   the URL could not be loaded
-     │    └── DialogOpen                        input while a JS dialog waits -> 409
+     │    ├── DialogOpen                        input while a JS dialog waits -> 409
+     │    └── FocusHeld                         someone else drives the page -> 409
      ├── InvalidArgument (also ValueError)      a size, framerate, key... out of range -> 400
+     │    └── UnsupportedMediaType              a body that is not application/json -> 415
+     ├── Refused                                the edge refuses the request -> 403
+     │    ├── HostNotAllowed                    a Host that is not ours (DNS rebinding)
+     │    └── OriginNotAllowed                  a web page of another origin
      ├── LiveKitUnreachable                     LiveKit refused or unreachable -> 502
      └── PoolError
           ├── PoolExhausted                     no instance within ACQUIRE_TIMEOUT  -> 503
           ├── UnknownSession (also KeyError)    no such lease                -> 404
-          └── PoolClosed                        the pool is shutting down    -> 503
+          ├── PoolClosed                        the pool is shutting down    -> 503
+          ├── SessionGone                       ended on a node of the cluster -> 410
+          │    └── NodeLost                     its node died (no heartbeat)
+          └── ClusterUnavailable                the cluster's Redis is unreachable -> 503
 """
 
 from __future__ import annotations
@@ -80,9 +88,37 @@ class DialogOpen(PageError):
     status = 409
 
 
+class FocusHeld(PageError):
+    """Someone else has the page's focus (lkpool/focus.py): a person in the room or the
+    live view; for an agent, this is the "agent interrupted" signal."""
+
+    code = "focus_held"
+    status = 409
+
+
 class InvalidArgument(LkpoolError, ValueError):
     code = "invalid_argument"
     status = 400
+
+
+class UnsupportedMediaType(InvalidArgument):
+    code = "unsupported_media_type"
+    status = 415
+
+
+class Refused(LkpoolError):
+    """The request came from somewhere the server does not serve (lkpool.server.edge)."""
+
+    code = "refused"
+    status = 403
+
+
+class HostNotAllowed(Refused):
+    code = "host_not_allowed"
+
+
+class OriginNotAllowed(Refused):
+    code = "origin_not_allowed"
 
 
 class LiveKitUnreachable(LkpoolError):
@@ -112,6 +148,26 @@ class UnknownSession(PoolError, KeyError):
 
 class PoolClosed(PoolError):
     code = "pool_closed"
+    status = 503
+
+
+class SessionGone(PoolError):
+    """A session of the cluster that ended; `reason` says why (kept a while in Redis)."""
+
+    code = "session_gone"
+    status = 410
+
+
+class NodeLost(SessionGone):
+    """The session's node stopped answering heartbeats (killed, cut off) or restarted."""
+
+    code = "node_lost"
+
+
+class ClusterUnavailable(PoolError):
+    """The cluster's shared state (Redis) cannot be reached: no placement can be made."""
+
+    code = "cluster_unavailable"
     status = 503
 
 

@@ -45,13 +45,32 @@ class EventEmitter[T: str]:
         listeners[cb_id] = (callback, temporary)
         if len(listeners) == 1:
             self._listening(event, True)
+        if not temporary:
+            self._listener_added(event, cb_id)
         return cb_id
+
+    def _listener_added(self, event: T, cb_id: int) -> None:
+        """Called after each lasting registration (not `once`/`temporary`, which waits for
+        the next event); a subclass may greet the new listener."""
+
+    def _emit_to(self, event: T, cb_id: int, *args: Any) -> None:
+        """Calls one listener, if it is still registered, as `emit` would."""
+        listeners = self._listeners.get(event, {})
+        entry = listeners.get(cb_id)
+        if entry is None:
+            return
+        cb, temporary = entry
+        if temporary and listeners.pop(cb_id, None) is not None:
+            self._removed(event, listeners)
+        self._invoke(event, cb, args)
 
     def once(self, event: T, callback: Callable[..., Any] | None = None) -> Any:
         return self.on(event, callback, temporary=True)
 
     def off(self, event_or_id: T | int, callback: Callable[..., Any] | None = None) -> bool:
-        """Removes a callback by id, or by (event, callback) as livekit does; True if found."""
+        """Removes a callback by id, or by (event, callback) as livekit does; True if found.
+        Callbacks are compared with `==`, as livekit does: `self.method` is a new bound
+        method object at each access, equal to (not the same as) the one registered."""
         if isinstance(event_or_id, int):
             for event, listeners in self._listeners.items():
                 if listeners.pop(event_or_id, None) is not None:
@@ -60,7 +79,7 @@ class EventEmitter[T: str]:
             return False
         listeners = self._listeners.get(event_or_id, {})
         for cb_id, (cb, _) in list(listeners.items()):
-            if cb is callback:
+            if cb == callback:
                 del listeners[cb_id]
                 self._removed(event_or_id, listeners)
                 return True
@@ -89,13 +108,16 @@ class EventEmitter[T: str]:
         for cb_id, (cb, temporary) in list(listeners.items()):
             if temporary and listeners.pop(cb_id, None) is not None:
                 self._removed(event, listeners)
-            try:
-                result = cb(*args)
-            except Exception:
-                logger.exception("callback for %s raised", event)
-                continue
-            if inspect.isawaitable(result):
-                spawn(_awaited(result), name=f"{event} callback", into=self._tasks, log=logger)
+            self._invoke(event, cb, args)
+
+    def _invoke(self, event: str, cb: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        try:
+            result = cb(*args)
+        except Exception:
+            logger.exception("callback for %s raised", event)
+            return
+        if inspect.isawaitable(result):
+            spawn(_awaited(result), name=f"{event} callback", into=self._tasks, log=logger)
 
 
 async def _awaited(awaitable: Awaitable[Any]) -> Any:

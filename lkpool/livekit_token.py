@@ -2,7 +2,8 @@
 
 The key and secret come from `Settings` (LIVEKIT_API_KEY / LIVEKIT_API_SECRET) and the server
 URL from LIVEKIT_URL. The grant is the least a publisher needs: join that one room and publish
-screen share video, its audio and data; it does not subscribe to anyone's media.
+screen share video, its audio and data as that one identity; it does not subscribe to
+anyone's media, and the server signs it to live no longer than the lease it publishes.
 """
 
 from __future__ import annotations
@@ -37,10 +38,14 @@ class Credentials:
         return cls(settings.livekit_url, settings.livekit_api_key, settings.livekit_api_secret)
 
 
-def check_name(kind: str, value: object) -> str:
+def check_name(kind: str, value: object, *, prefix: str = "") -> str:
+    """A room or identity name; with `prefix` (LIVEKIT_ROOM_PREFIX) it must start with it."""
     if not isinstance(value, str) or not value.strip() or len(value) > MAX_NAME:
         raise InvalidArgument(f"{kind} must be a non-empty string of at most {MAX_NAME} "
-                              f"characters, got {value!r}")
+                              f"characters, got {str(value)[:100]!r}")
+    if not value.startswith(prefix):
+        raise InvalidArgument(f"{kind} must start with {prefix!r} (LIVEKIT_ROOM_PREFIX), got "
+                              f"{value[:100]!r}")
     return value
 
 

@@ -2,12 +2,14 @@
 `rtc.VideoFrame` it paints, its events, and its requests (livekit.browser's page API plus
 `press`, `type`, `click`, `resize`, `set_framerate`, `evaluate`, `last_frame`, counters).
 
-A page talks to its child only through its `BrowserContext` (`_request`, `_send`), which
-owns the duplex; the context routes the child's messages here.
+A page talks to its child only through its own `PageChannel` (lkpool/connection.py): it
+builds the messages about itself and the channel carries them; the context routes the
+child's messages about this page here.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 from collections.abc import Callable
@@ -17,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from livekit import rtc
 
-from . import keys
+from . import cursors, keys
 from .config import MAX_FRAMERATE, MAX_HEIGHT, MAX_WIDTH
 from .errors import ClosedError, InstanceCrashed, InvalidArgument, RequestTimeout
 from .events import EventEmitter
@@ -25,6 +27,7 @@ from .proc import protocol as p
 from .shm.framebuffer import FrameBuffers, copy_rects
 
 if TYPE_CHECKING:
+    from .connection import PageChannel
     from .context import BrowserContext
 
 PageEvent = Literal["paint", "audio", "url_changed", "title_changed", "cursor_changed",
@@ -42,6 +45,16 @@ class PaintData:
 
 
 @dataclass(frozen=True)
+class PageOptions:
+    """livekit.browser's `_PageOptions`: the fields its `BrowserPage._opts` has."""
+    page_id: int
+    url: str
+    width: int
+    height: int
+    framerate: int
+
+
+@dataclass(frozen=True)
 class Dialog:
     """A JavaScript dialog the page opened: its scripts are paused until it is answered
     (`BrowserPage.handle_dialog`)."""
@@ -54,6 +67,17 @@ class Dialog:
 class AudioData:
     frame: rtc.AudioFrame
     pts: int
+
+
+def replay_paint(page: Any, cb_id: int) -> None:
+    """Schedules the page's current frame, whole, for one new `paint` listener."""
+    def replay() -> None:
+        frame = page.last_frame
+        if frame is not None and not page.closed:
+            page._emit_to("paint", cb_id, PaintData(dirty_rects=[], frame=frame,
+                                                    width=frame.width, height=frame.height))
+    if page.last_frame is not None:
+        asyncio.get_running_loop().call_soon(replay)
 
 
 def check_size(width: int, height: int) -> None:
@@ -72,10 +96,11 @@ def check_framerate(framerate: int) -> None:
 class BrowserPage(EventEmitter[PageEvent]):
     """One page of an instance. Its paint frame is reused: copy it to keep it."""
 
-    def __init__(self, ctx: BrowserContext, page_id: int, *, url: str, width: int, height: int,
-                 framerate: int) -> None:
+    def __init__(self, channel: PageChannel, page_id: int, *, url: str, width: int,
+                 height: int, framerate: int, context: BrowserContext) -> None:
         super().__init__()
-        self._ctx = ctx
+        self._channel = channel
+        self._ctx = context  # only for the public `context` property
         self._id = page_id
         self.url = url
         self.title = ""
@@ -99,6 +124,13 @@ class BrowserPage(EventEmitter[PageEvent]):
         return self._id
 
     @property
+    def _opts(self) -> PageOptions:
+        """livekit.browser's page options, which livekit-plugins-browser's BrowserSession
+        reads (`page._opts.width / height / framerate`): the page's current values."""
+        return PageOptions(page_id=self._id, url=self.url, width=self.width,
+                           height=self.height, framerate=self.framerate)
+
+    @property
     def context(self) -> BrowserContext:
         return self._ctx
 
@@ -114,7 +146,16 @@ class BrowserPage(EventEmitter[PageEvent]):
     def _listening(self, event: str, on: bool) -> None:
         # the child reads the instance's audio only while someone listens (ListenAudio)
         if event == "audio" and not self.closed:
-            self._ctx._send(p.ListenAudio(page_id=self._id, on=on))
+            self._channel.send(p.ListenAudio(page_id=self._id, on=on))
+
+    def _listener_added(self, event: str, cb_id: int) -> None:
+        """A new lasting `paint` listener gets the current frame at once (on the next loop
+        turn): a still page paints nothing more, and livekit.browser's consumers (the
+        plugin's PageActions, BrowserSession) subscribe only after `new_page` returned,
+        which with us is after the first frame. `once("paint")` still means the next
+        paint."""
+        if event == "paint":
+            replay_paint(self, cb_id)
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -123,10 +164,10 @@ class BrowserPage(EventEmitter[PageEvent]):
         self._buffers[0] = buffers
         self._alloc_frame(self.width, self.height)
         try:
-            value = await self._ctx._request(lambda req: p.CreatePage(
+            value = await self._channel.request(lambda req: p.CreatePage(
                 req=req, page_id=self._id, url=self.url, width=self.width, height=self.height,
                 framerate=self.framerate, shm_names=buffers.names),
-                timeout=self._ctx.settings.start_timeout)
+                timeout=self._channel.start_timeout)
         except BaseException:
             self._release_buffers()
             raise
@@ -137,8 +178,8 @@ class BrowserPage(EventEmitter[PageEvent]):
         if self.closed:
             return
         try:
-            if self._ctx.alive:
-                await self._ctx._request(lambda req: p.ClosePage(req=req, page_id=self._id))
+            if self._channel.alive:
+                await self._channel.request(lambda req: p.ClosePage(req=req, page_id=self._id))
         except (InstanceCrashed, ClosedError, RequestTimeout):
             pass  # the instance is gone or stuck: the page is closed all the same
         finally:
@@ -153,7 +194,7 @@ class BrowserPage(EventEmitter[PageEvent]):
         # the pixels go too: ended leases keep their page object for a while (to say why
         # they ended), and a 1280x720 frame is 3.7 MB
         self._frame = self._pixels = None
-        self._ctx._pages.pop(self._id, None)
+        self._channel.detach()
         self.emit("closed", reason)
 
     def _release_buffers(self) -> None:
@@ -184,7 +225,7 @@ class BrowserPage(EventEmitter[PageEvent]):
             assert self._pixels is not None  # allocated just above when missing
             copy_rects(src, self._pixels, rects)
         finally:
-            self._ctx._send(p.ReleasePaint(page_id=self._id, generation=msg.generation,
+            self._channel.send(p.ReleasePaint(page_id=self._id, generation=msg.generation,
                                            buffer_id=msg.buffer_id))
         self.frames += 1
         self.dropped = msg.dropped
@@ -210,8 +251,8 @@ class BrowserPage(EventEmitter[PageEvent]):
         self.emit("title_changed", msg.title)
 
     def _on_cursor(self, msg: p.CursorChanged) -> None:
-        self.cursor = msg.cursor
-        self.emit("cursor_changed", msg.cursor)
+        self.cursor = msg.cursor  # CSS, for lkpool's live view and sockets
+        self.emit("cursor_changed", cursors.cef(msg.cursor))  # livekit.browser's int
 
     def _on_dialog_opened(self, msg: p.DialogOpened) -> None:
         self.dialog = Dialog(msg.kind, msg.message, msg.default_prompt)
@@ -226,7 +267,7 @@ class BrowserPage(EventEmitter[PageEvent]):
     async def _call(self, make: Callable[[int], p.Message], timeout: float | None = None) -> str:
         if self.closed:
             raise ClosedError(f"page {self._id} is closed ({self.close_reason})")
-        return await self._ctx._request(make, timeout=timeout)
+        return await self._channel.request(make, timeout=timeout)
 
     async def navigate(self, url: str) -> None:
         if not isinstance(url, str) or not url:
@@ -290,12 +331,12 @@ class BrowserPage(EventEmitter[PageEvent]):
             return
         if self.closed:
             raise ClosedError(f"page {self._id} is closed ({self.close_reason})")
-        await self._ctx._post(make)
+        await self._channel.post(make)
 
     async def input_handled(self, timeout: float | None = None) -> None:
         """Returns once the page handled every input event sent so far (`RequestTimeout`
         after `timeout`, default REQUEST_TIMEOUT)."""
-        await self._ctx._posted_handled(timeout)
+        await self._channel.posted_handled(timeout)
 
     async def send_mouse_move(self, x: int, y: int, mouse_leave: bool = False, *,
                               modifiers: int = 0) -> None:
@@ -318,9 +359,11 @@ class BrowserPage(EventEmitter[PageEvent]):
 
     async def send_mouse_wheel(self, x: int, y: int, delta_x: int = 0, delta_y: int = 0, *,
                                modifiers: int = 0) -> None:
+        """CEF's sign, as livekit.browser: a positive `delta_y` scrolls up, a positive
+        `delta_x` left (the DOM's and CDP's are the other way round)."""
         await self._input(lambda req: p.MouseWheel(
-            req=req, page_id=self._id, x=int(x), y=int(y), delta_x=int(delta_x),
-            delta_y=int(delta_y), modifiers=modifiers))
+            req=req, page_id=self._id, x=int(x), y=int(y), delta_x=-int(delta_x),
+            delta_y=-int(delta_y), modifiers=modifiers))
 
     async def send_key_event(self, type: int, modifiers: int, windows_key_code: int,
                              native_key_code: int = 0, character: int = 0, *, key: str = "",

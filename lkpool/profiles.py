@@ -15,6 +15,7 @@ folder too, or the temp dir would collect one per instance for as long as the po
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -26,8 +27,9 @@ SINGLETON_FOLDER_PREFIX = "org.chromium.Chromium."
 
 
 def create(base_dir: str) -> str:
+    """A fresh profile folder, named after the server process that owns it (see purge)."""
     os.makedirs(base_dir, exist_ok=True)
-    return tempfile.mkdtemp(prefix=PREFIX, dir=base_dir)
+    return tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=base_dir)
 
 
 def downloads_dir(profile: str) -> str:
@@ -63,24 +65,59 @@ def _remove_singleton_folder(profile: str | Path) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def purge_leftovers(base_dir: str) -> list[str]:
-    """Removes profile folders (named `PREFIX`...) that an earlier run left under `base_dir`
-    when it died, with their singleton folders, and Chromium's `Singleton*` lock files
-    there. A folder that a running process still names on its command line belongs to a
-    live instance and is kept."""
+def purge_leftovers(base_dir: str, owner: str = "") -> list[str]:
+    """Removes the profile folders this server's previous run left under `base_dir` when it
+    died, with their singleton folders, and Chromium's `Singleton*` lock files there.
+
+    Several servers may share `base_dir` (nodes on one host): each folder is named after
+    the pid of the server that made it (`PREFIX{pid}-...`), and a run records its pid in
+    `.owner-{owner}` (`owner`: the node's name and port). A start removes only the folders
+    of the pid its owner recorded last, once that process is gone: never a folder of a live
+    server, nor another node's. A folder of the older naming (no pid) goes unless a running
+    process names it on its command line."""
     base = Path(base_dir)
     if not base.is_dir():
         return []
+    ledger = _ledger(base_dir, owner)
+    try:
+        previous = int(ledger.read_text().strip())
+    except (OSError, ValueError):
+        previous = 0
+    ledger.write_text(str(os.getpid()))
+    import psutil  # here: the child imports this module, and needs nothing of psutil
+
+    previous_gone = previous > 0 and previous != os.getpid() and not psutil.pid_exists(previous)
     in_use = _profiles_in_use()
     removed = []
     for entry in base.iterdir():
         if entry.name.startswith("Singleton"):
             entry.unlink(missing_ok=True)
-        elif (entry.name.startswith(PREFIX) and entry.is_dir() and not entry.is_symlink()
-              and str(entry) not in in_use):
+            continue
+        if not entry.name.startswith(PREFIX) or not entry.is_dir() or entry.is_symlink():
+            continue
+        tag = entry.name[len(PREFIX):].partition("-")
+        if tag[1] and tag[0].isdigit():
+            ours = previous_gone and int(tag[0]) == previous
+        else:
+            ours = str(entry) not in in_use
+        if ours:
             remove(str(entry))
             removed.append(str(entry))
     return removed
+
+
+def _ledger(base_dir: str, owner: str) -> Path:
+    return Path(base_dir) / f".owner-{re.sub(r'[^A-Za-z0-9_.-]', '_', owner)}"
+
+
+def forget_owner(base_dir: str, owner: str) -> None:
+    """A clean stop: nothing is left to purge, so the owner's record goes too."""
+    ledger = _ledger(base_dir, owner)
+    try:
+        if ledger.read_text().strip() == str(os.getpid()):
+            ledger.unlink()
+    except (OSError, ValueError):
+        pass
 
 
 def _profiles_in_use() -> set[str]:

@@ -2,8 +2,10 @@
 
     page ──paint──► PagePublisher ──capture_frame──► rtc.VideoSource ─► video_track (SCREENSHARE)
          ──audio──► AudioRing ──one task──────────► rtc.AudioSource ─► audio_track
-         ──cursor_changed / url_changed──► data topic "<prefix>.events"
-    room ──data "<prefix>.input" from allowed identities──► lkpool.server.inputs ──► page
+         ──cursor_changed / url_changed──► RoomControl ──► "<prefix>.events", and the
+                                           plugin's "browser-url" / "cursor_changed"
+    room ──"<prefix>.input", "browser-input", browser/* RPCs──► RoomControl ──► page
+         (only from the focus holder; see room_control.py for the one model of both)
 
 Why it is shaped this way:
 - The page keeps its full current image (`page.last_frame`, dirty rects already merged)
@@ -15,8 +17,8 @@ Why it is shaped this way:
   would cost more than the audio itself, so packets go into a fixed ring and one consumer
   task hands 10 ms at a time to `AudioSource.capture_frame` from one preallocated AudioFrame.
 - Input from the room is untrusted: only identities the caller allows may send it (none by
-  default), and it goes through the same validation as the server's input API, in order,
-  through one task.
+  default), only the focus holder's is applied, and it is validated before it reaches the
+  page, in order, through one task (room_control.py).
 """
 
 from __future__ import annotations
@@ -25,10 +27,8 @@ import asyncio
 import contextlib
 import enum
 import itertools
-import json
 import logging
 import time
-from collections.abc import Callable, Collection
 from typing import Any
 
 import numpy as np
@@ -36,6 +36,8 @@ from livekit import rtc
 
 from .errors import ClosedError, InvalidArgument, LiveKitUnreachable
 from .events import EventEmitter
+from .focus import Focus
+from .room_control import Allowed, RoomControl
 from .tasks import spawn
 
 SAMPLE_RATE = 48000
@@ -43,12 +45,9 @@ CHANNELS = 2
 CHUNK = SAMPLE_RATE // 100  # samples per channel in one 10 ms frame
 RING_MS = 400  # audio buffered before the oldest is dropped
 AUDIO_QUEUE_MS = 200  # AudioSource's own queue: bounds the added latency
-MAX_INPUT_BYTES = 16 << 10
-QUEUE_SIZE = 256
 VIDEO_TRACK = "lkpool-page"
 AUDIO_TRACK = "lkpool-page-audio"
 
-Allowed = None | Collection[str] | Callable[[str], bool]
 _ids = itertools.count(1)
 
 
@@ -76,18 +75,6 @@ class State(enum.Enum):
     STARTED = "started"
     PUBLISHED = "published"
     CLOSED = "closed"
-
-
-def _allow(allowed: Allowed) -> Callable[[str], bool]:
-    """None: nobody may send input; a collection: those identities; a callable: it decides."""
-    if allowed is None:
-        return lambda identity: False
-    if callable(allowed):
-        return allowed
-    if isinstance(allowed, str):
-        raise InvalidArgument("allowed_identities must be a collection of identities, not a str")
-    members = frozenset(allowed)
-    return members.__contains__
 
 
 class AudioRing:
@@ -146,9 +133,6 @@ class PagePublisher(EventEmitter[str]):
         self.framerate = int(framerate or page.framerate)
         if not 1 <= self.framerate <= 120:
             raise InvalidArgument(f"framerate must be in 1..120, got {framerate!r}")
-        self.events_topic = f"{data_topic_prefix}.events"
-        self.input_topic = f"{data_topic_prefix}.input"
-        self._allowed = _allow(allowed_identities)
         self.state = State.NEW
         self.room: rtc.Room | None = None
         self.video_source: rtc.VideoSource | None = None
@@ -160,8 +144,6 @@ class PagePublisher(EventEmitter[str]):
         self.frames_sent = 0
         self.frames_repeated = 0
         self.audio_frames_sent = 0
-        self.inputs_applied = 0
-        self.inputs_rejected = 0
         # video: when a frame was last sent (the page holds the image itself)
         self._last_sent = 0.0
         # audio: ring + one preallocated frame, filled in place
@@ -171,11 +153,26 @@ class PagePublisher(EventEmitter[str]):
         self._audio_ready = asyncio.Event()
         self._resampler: rtc.AudioResampler | None = None
         self._resampler_rate = 0
-        self._outbox: asyncio.Queue[tuple[dict, list[str]]] = asyncio.Queue(QUEUE_SIZE)
-        self._inbox: asyncio.Queue[tuple[Any, str]] = asyncio.Queue(QUEUE_SIZE)
         self._page_cbs: list[int] = []
         self._tasks: set[asyncio.Task] = set()
         self.log = logging.getLogger(f"lkpool.publish.{next(_ids)}")
+        self.control = RoomControl(page, prefix=data_topic_prefix,
+                                   allowed=allowed_identities, log=self.log)
+        self.events_topic = self.control.events_topic
+        self.input_topic = self.control.input_topic
+
+    @property
+    def inputs_applied(self) -> int:
+        return self.control.inputs_applied
+
+    @property
+    def inputs_rejected(self) -> int:
+        return self.control.inputs_rejected
+
+    @property
+    def focus(self) -> Focus:
+        """The page's focus, shared with the live view and an agent (lkpool/focus.py)."""
+        return self.control.focus
 
     # ---- life cycle ---------------------------------------------------------------------
 
@@ -192,12 +189,12 @@ class PagePublisher(EventEmitter[str]):
         self.audio_track = rtc.LocalAudioTrack.create_audio_track(AUDIO_TRACK, self.audio_source)
         on = self.page.on
         self._page_cbs = [on("paint", self._on_paint), on("audio", self._on_audio),
-                           on("cursor_changed", self._on_cursor),
-                           on("url_changed", self._on_url), on("closed", self._on_page_closed)]
+                           on("closed", self._on_page_closed)]
+        self.control.watch_page()
         self.state = State.STARTED
         self._seed()
         for name, coro in (("repeat", self._repeat_loop()), ("audio", self._audio_loop()),
-                           ("input", self._input_loop())):
+                           ("input", self.control.input_loop())):
             self._spawn(name, coro)
 
     async def publish(self, room: rtc.Room) -> None:
@@ -218,11 +215,8 @@ class PagePublisher(EventEmitter[str]):
         self._publications.append(await lp.publish_track(self.video_track, video_opts))
         self._publications.append(await lp.publish_track(self.audio_track, rtc.TrackPublishOptions(
             source=rtc.TrackSource.SOURCE_SCREENSHARE_AUDIO)))
-        room.on("data_received", self._on_data)
-        self._spawn("events", self._events_loop())
-        # late joiners and a fresh room learn the current state first
-        self._send({"type": "url_changed", "url": self.page.url})
-        self._send({"type": "cursor_changed", "cursor": self.page.cursor})
+        self.control.join(room)
+        self._spawn("events", self.control.events_loop())
         self.log.info("publishing page %s to room %s", self.page.id, room.name)
 
     async def aclose(self) -> None:
@@ -234,13 +228,13 @@ class PagePublisher(EventEmitter[str]):
         for cb_id in self._page_cbs:
             self.page.off(cb_id)
         self._page_cbs.clear()
+        self.control.leave()
         tasks, self._tasks = list(self._tasks), set()
         for task in tasks:
             task.cancel(msg="publisher closing")
         await asyncio.gather(*tasks, return_exceptions=True)
         room = self.room
         if was_published and room is not None:
-            room.off("data_received", self._on_data)
             if room.isconnected():
                 for pub in self._publications:
                     with contextlib.suppress(Exception):  # the room may be going away too
@@ -332,67 +326,11 @@ class PagePublisher(EventEmitter[str]):
                 await source.capture_frame(self._audio_frame)
                 self.audio_frames_sent += 1
 
-    # ---- data: events out, input in -----------------------------------------------------
-
-    def _on_cursor(self, cursor: str) -> None:
-        self._send({"type": "cursor_changed", "cursor": cursor})
-
-    def _on_url(self, url: str) -> None:
-        self._send({"type": "url_changed", "url": url})
-
-    def _send(self, message: dict, to: list[str] | None = None) -> None:
-        if self.state is not State.PUBLISHED:
-            return
-        try:
-            self._outbox.put_nowait((message, to or []))
-        except asyncio.QueueFull:
-            self.log.warning("data queue full: dropped %s", message.get("type"))
-
-    async def _events_loop(self) -> None:
-        assert self.room is not None  # set by publish(), which starts this loop
-        lp = self.room.local_participant
-        while True:
-            message, to = await self._outbox.get()
-            try:
-                await lp.publish_data(json.dumps(message), topic=self.events_topic,
-                                      destination_identities=to)
-            except Exception as exc:  # a flaky room must not stop the publisher
-                self.log.warning("publish_data failed: %s", exc)
+    # ---- data: events out, input in (room_control.py) ----------------------------------
 
     def _on_data(self, packet: rtc.DataPacket) -> None:
-        if packet.topic != self.input_topic:
-            return
-        identity = packet.participant.identity if packet.participant else ""
-        if not identity or not self._allowed(identity):
-            self.inputs_rejected += 1
-            self.log.debug("input from %r ignored: not allowed", identity)
-            return
-        if len(packet.data) > MAX_INPUT_BYTES:
-            self.inputs_rejected += 1
-            return
-        try:
-            self._inbox.put_nowait((packet.data, identity))
-        except asyncio.QueueFull:
-            self.inputs_rejected += 1
+        self.control.on_data(packet)
 
     async def handle_input(self, raw: bytes | str | dict, identity: str = "") -> None:
-        """Validates and applies one input event (the server's input JSON); errors go back
-        to `identity` on the events topic."""
-        from .server import inputs
-        event: Any = raw
-        try:
-            if not isinstance(raw, dict):
-                event = json.loads(raw)
-            apply = inputs.parse(event, self.page)
-            await apply(self.page)
-            self.inputs_applied += 1
-        except Exception as exc:
-            self.inputs_rejected += 1
-            self.log.debug("input from %r failed: %s", identity, exc)
-            if identity:
-                self._send(inputs.error_message(exc, event), [identity])
-
-    async def _input_loop(self) -> None:
-        while True:
-            raw, identity = await self._inbox.get()
-            await self.handle_input(raw, identity)
+        """Validates and applies one input event (the server's input JSON)."""
+        await self.control.handle_input(raw, identity)

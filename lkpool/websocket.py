@@ -15,6 +15,7 @@ import base64
 import hashlib
 import os
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 CONT, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
@@ -64,11 +65,14 @@ def parse_header(buf: bytes | bytearray | memoryview, at: int = 0) -> Header | N
     return Header(bool(b0 & 0x80), b0 & 0x0F, length, mask, size)
 
 
-def upgrade_request(host: str, path: str, key: str) -> bytes:
-    """A client's opening handshake, offering no extension (RFC 6455 4.1)."""
+def upgrade_request(host: str, path: str, key: str,
+                    headers: Mapping[str, str] | None = None) -> bytes:
+    """A client's opening handshake, offering no extension (RFC 6455 4.1); `headers` adds
+    fields (names and values already checked by whoever passes them)."""
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
     return (f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
             f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n").encode()
+            f"Sec-WebSocket-Version: 13\r\n{extra}\r\n").encode()
 
 
 def check_upgrade(head: bytes, key: str) -> None:

@@ -6,6 +6,7 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v Xvfb >/dev/null 2>&1 || need+=(xvfb)
 command -v pulseaudio >/dev/null 2>&1 || need+=(pulseaudio)
 command -v parec >/dev/null 2>&1 || need+=(pulseaudio-utils)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)  # the cluster's shared state
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "installing Debian packages: ${need[*]}"
 SUDO=""

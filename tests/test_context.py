@@ -115,9 +115,9 @@ async def test_input_is_posted_in_order_with_back_pressure(ctx, site, monkeypatc
     (livekit.browser's calls do the same): while the page's main thread is busy, moves are
     sent and wait in Chromium, beyond MAX_POSTED the next one waits, and the page then
     handles them in order, the click that followed last. `click` returns once handled."""
-    from lkpool import context
+    from lkpool import connection
 
-    monkeypatch.setattr(context, "MAX_POSTED", 4)
+    monkeypatch.setattr(connection, "MAX_POSTED", 4)
     page = await ctx.new_page(url=f"{site}/moves", width=320, height=240)
     try:
         await page.evaluate("new Promise(r => document.readyState === 'complete' ? r() : "
@@ -127,7 +127,7 @@ async def test_input_is_posted_in_order_with_back_pressure(ctx, site, monkeypatc
         await asyncio.sleep(0.2)  # the page is now busy for the next three seconds
         for x in (10, 20, 30, 40):
             await page.send_mouse_move(x, 50)
-        assert len(ctx._posted) == 4  # sent, and none handled yet
+        assert len(ctx._connection.posted) == 4  # sent, and none handled yet
         with pytest.raises(RequestTimeout):
             await page.input_handled(timeout=0.2)
         fifth = asyncio.ensure_future(page.send_mouse_move(50, 50))
@@ -135,7 +135,7 @@ async def test_input_is_posted_in_order_with_back_pressure(ctx, site, monkeypatc
         assert not fifth.done()  # back-pressure: it waits for the oldest to be handled
         await page.click(100, 60)
         await page.input_handled()
-        assert fifth.done() and not ctx._posted
+        assert fifth.done() and not ctx._connection.posted
         log = await page.evaluate("window.log")
         moves = [x for x in log if x != "down"]
         assert log[-1] == "down" and moves[-1] == 100

@@ -65,12 +65,13 @@ async def test_publish_refusals_are_clear_json_errors(cef_standin, settings):
         assert status == 404 and body["error"] == "unknown_session"
         sid = (await srv.allocate())["session_id"]
         path = f"/session/{sid}/publish"
-        for bad, needle in ((b"not json", "JSON object"), (b"[1]", "JSON object"),
+        for bad, needle in ((b"not json", "not valid JSON"), (b"[1]", "JSON object"),
                             (b"{}", "room and identity"),
                             (b'{"token":"t"}', "livekit_url is required"),
-                            (b'{"room":"r","identity":""}', "identity must be"),
-                            (b'{"room":"r","identity":"i"}', "LIVEKIT_API_KEY")):
-            status, body = await srv.json("POST", path, data=bad)
+                            (b'{"room":"lkpool-r","identity":""}', "identity must be"),
+                            (b'{"room":"lkpool-r","identity":"lkpool-i"}', "LIVEKIT_API_KEY")):
+            status, body = await srv.json("POST", path, data=bad,
+                                          headers={"Content-Type": "application/json"})
             assert status == 400 and needle in body["detail"], (bad, body)
         status, body = await srv.json("POST", path, json={"livekit_url": "ftp://x",
                                                           "token": "t"})
@@ -95,14 +96,15 @@ async def test_server_signs_a_publisher_token_only_with_its_token(cef_standin, s
             status, lease = await srv.json("POST", "/browser", headers=auth)
             assert status == 200, lease
             path = f"/session/{lease['session_id']}/publish"
-            join = {"room": "demo", "identity": "page-bot"}
+            join = {"room": "lkpool-demo", "identity": "lkpool-page-bot"}
             status, body = await srv.json("POST", path, json=join)
             assert status == 401 and "token" in body["detail"]
             status, body = await srv.json("POST", path, json=join, headers=auth)
             assert status == 502 and body["error"] == "livekit_unreachable"
     claims = api.TokenVerifier(KEY, SECRET).verify(seen[0])
-    assert claims.identity == "page-bot"
-    assert claims.video.room == "demo" and claims.video.room_join and claims.video.can_publish
+    assert claims.identity == "lkpool-page-bot"
+    assert claims.video.room == "lkpool-demo"
+    assert claims.video.room_join and claims.video.can_publish
     assert not claims.video.can_subscribe
 
 
@@ -131,7 +133,7 @@ async def test_published_page_reaches_a_viewer_and_stops_with_the_lease(cef_stan
         async with run_server(s) as srv:
             sid = (await srv.allocate(url="about:blank#ff0000"))["session_id"]
             status, body = await srv.json("POST", f"/session/{sid}/publish",
-                                          json={"room": room_name, "identity": "page"})
+                                          json={"room": room_name, "identity": "lkpool-page"})
             assert status == 200, body
             video = None
             while video is None:
@@ -151,7 +153,7 @@ async def test_published_page_reaches_a_viewer_and_stops_with_the_lease(cef_stan
             assert b"about:blank#ff0000" in await asyncio.wait_for(urls.get(), 10)
             assert (await srv.json("DELETE", f"/browser/{sid}"))[0] == 200
             await wait_until(lambda: not any(
-                p.identity == "page" for p in viewer.remote_participants.values()),
+                p.identity == "lkpool-page" for p in viewer.remote_participants.values()),
                 what="the publisher leaving the room")
     finally:
         await viewer.disconnect()

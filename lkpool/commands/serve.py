@@ -3,14 +3,20 @@
 Every setting is a flag generated from `lkpool.config.fields()` (`--num-warm 2` sets
 NUM_WARM); a flag beats the environment, which beats the default. A bad value exits with
 status 2 and the message of its `ConfigError`.
+
+No token, no network: on an address other than loopback without `TOKEN`, the server makes
+a strong token for the run, prints it once to stderr and requires it (as Jupyter does), so a
+`--host 0.0.0.0` never serves the pool to whoever reaches the port.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import logging
 import os
+import secrets
 import signal
 import sys
 from collections.abc import Callable
@@ -42,7 +48,7 @@ LOOPS: dict[str, Callable[[], Callable[[], asyncio.AbstractEventLoop] | None]] =
     "uvloop": _uvloop,
 }
 # settings whose value --help must not print
-SECRETS = frozenset({"token", "livekit_api_key", "livekit_api_secret"})
+SECRETS = frozenset({"token", "livekit_api_key", "livekit_api_secret", "cluster_secret"})
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -70,6 +76,30 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return Settings.from_env(**overrides)
 
 
+def is_loopback(host: str) -> bool:
+    """Whether only this machine can reach an address (a name other than localhost may
+    resolve anywhere, and '' or 0.0.0.0 is every interface)."""
+    name = host.strip().strip("[]").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def guard_network(settings: Settings) -> Settings:
+    """The settings to serve with: given a TOKEN, or a generated one when HOST is reachable
+    from the network without it (printed once here; it is never logged)."""
+    if settings.token or is_loopback(settings.host):
+        return settings
+    token = secrets.token_urlsafe(32)
+    print(f"lkpool serve: HOST={settings.host} is reachable from the network and TOKEN is "
+          "not set, so this run requires this generated token (set TOKEN to choose one):\n"
+          f"    TOKEN={token}", file=sys.stderr, flush=True)
+    return settings.replace(token=token)
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         settings = settings_from(args)
@@ -95,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
         print("lkpool serve: error: --loop uvloop needs uvloop (pip install uvloop)",
               file=sys.stderr)
         return 2
+    settings = guard_network(settings)
     try:
         asyncio.run(serve(settings), loop_factory=loop_factory)
     except OSError as exc:  # the port is taken, the address is not ours...
@@ -107,14 +138,15 @@ async def serve(settings: Settings) -> None:
     from aiohttp import web
 
     from ..server.app import create_app
+    from ..server.edge import make_runner
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, _on_signal, sig, stop)
     # shutdown_timeout bounds how long open requests may take to finish
-    runner = web.AppRunner(create_app(settings), access_log=None, handle_signals=False,
-                           shutdown_timeout=5.0)
+    runner = make_runner(create_app(settings), settings, handle_signals=False,
+                         shutdown_timeout=5.0)
     await runner.setup()  # starts the pool (cleanup_ctx)
     try:
         site = web.TCPSite(runner, settings.host, settings.port)

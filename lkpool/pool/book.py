@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import socket
 import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable
@@ -82,7 +83,7 @@ class Pool(WarmSet):
         if self._state != "new":
             raise PoolClosed(f"pool already {self._state}: create a new Pool")
         removed = await asyncio.to_thread(profiles.purge_leftovers,
-                                          self.settings.chromium_profile_base_dir)
+                                          self.settings.chromium_profile_base_dir, self._owner)
         if removed:
             logger.info("purged %d profile folders left by an earlier run", len(removed))
         self._state = "open"
@@ -125,9 +126,15 @@ class Pool(WarmSet):
                     self._stop(slot)
             while self._tasks:
                 await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            profiles.forget_owner(self.settings.chromium_profile_base_dir, self._owner)
         finally:
             self._state = "closed"
             self._closed_event.set()
+
+    @property
+    def _owner(self) -> str:
+        """Whose profile folders these are, across runs: the node's name and port."""
+        return f"{self.settings.node_name or socket.gethostname()}-{self.settings.port}"
 
     @property
     def closed(self) -> bool:
@@ -137,11 +144,13 @@ class Pool(WarmSet):
 
     async def acquire(self, timeout: float | None = None, *, url: str | None = None,
                       width: int | None = None, height: int | None = None,
-                      framerate: int | None = None, wait: float | None = None) -> Lease:
+                      framerate: int | None = None, wait: float | None = None,
+                      session_id: str | None = None) -> Lease:
         """A lease of `timeout` seconds on an instance whose page shows `url` at this size.
 
         Waits up to `wait` (default `ACQUIRE_TIMEOUT`) for a busy pool, then raises
-        `PoolExhausted`; `PoolClosed` when the pool shuts down."""
+        `PoolExhausted`; `PoolClosed` when the pool shuts down. `session_id` is the cluster's
+        (placed before the lease is made); by default a fresh random one."""
         s = self.settings
         timeout = _check_number("timeout", s.lease_timeout if timeout is None else timeout,
                                 float, 0.001, s.max_lease_timeout)
@@ -171,7 +180,7 @@ class Pool(WarmSet):
             raise InstanceCrashed("the instance died before the lease began")
         assert slot.context is not None and slot.page is not None  # a LEASED slot has both
         now = time.time()
-        lease = Lease(session_id=secrets.token_urlsafe(24), context=slot.context,
+        lease = Lease(session_id=session_id or secrets.token_urlsafe(24), context=slot.context,
                       page=slot.page, debugging_port=slot.debugging_port,
                       cdp_url=f"http://127.0.0.1:{slot.debugging_port}", created_at=now,
                       expires_at=now + timeout, last_used=now, slot_id=slot.id,
@@ -242,13 +251,14 @@ class Pool(WarmSet):
         return lease
 
     def extend(self, session_id: str, seconds: float) -> Lease:
-        """Moves the deadline `seconds` further (never more than MAX_LEASE_TIMEOUT ahead)."""
+        """Moves the deadline `seconds` further, but never past MAX_LEASE_TIMEOUT after the
+        lease began: however often it is extended, a lease's whole life is bounded."""
         lease = self.get(session_id)
         seconds = _check_number("timeout", seconds, float, 0.001,
                                 self.settings.max_lease_timeout)
         now = time.time()
         lease.expires_at = min(max(lease.expires_at, now) + seconds,
-                               now + self.settings.max_lease_timeout)
+                               lease.created_at + self.settings.max_lease_timeout)
         lease.touch()
         return lease
 

@@ -1,4 +1,5 @@
-"""Frame sources, one per page: the X11 grab and the CDP screencast (see `CAPTURES`).
+"""Frame sources, one per page: the X11 grab here, the CDP screencast in screencast.py
+(lkpool/proc/pages.py's `CAPTURES` picks one).
 
 Both write BGRA straight into the page's shared-memory buffer that `FrameOut.acquire`
 hands out and then announce it with `AcquirePaint`; when the parent holds both buffers the
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import _posixshmem
 import asyncio
-import base64
 import ctypes
 import logging
 import os
@@ -118,12 +118,17 @@ class _Pacer:
 # ---- x11 ----------------------------------------------------------------------------------
 
 class _XDamage:
-    """An Xlib connection watching the root window with DAMAGE (ReportNonEmpty): one event
-    when the screen goes from clean to dirty; `take` fetches the dirty region and clears it."""
+    """An Xlib connection watching a window (the root by default) with DAMAGE
+    (ReportNonEmpty): one event when it goes from clean to dirty; `take` fetches the dirty
+    region and clears it. For a page in a window of its own, the connection also keeps the
+    window redirected off screen (Composite, manual: drawn into its own pixmap only, so it
+    renders whole whatever covers it); the X server undoes that when the connection
+    closes."""
 
     NON_EMPTY = 3
+    REDIRECT_MANUAL = 1
 
-    def __init__(self, display: str) -> None:
+    def __init__(self, display: str, window: int | None = None) -> None:
         self.x11 = x11 = xlib.x11()
         self.dmg = xlib.load("Xdamage", "libXdamage.so.1")
         self.fix = xlib.load("Xfixes", "libXfixes.so.3")
@@ -152,8 +157,13 @@ class _XDamage:
         self.fix.XFixesQueryExtension(self.dpy, ctypes.byref(fev), ctypes.byref(ferr))
         major, minor = ctypes.c_int(5), ctypes.c_int(0)
         self.fix.XFixesQueryVersion(self.dpy, ctypes.byref(major), ctypes.byref(minor))
-        self.damage = self.dmg.XDamageCreate(self.dpy, x11.XDefaultRootWindow(self.dpy),
-                                             self.NON_EMPTY)
+        if window is not None:
+            comp = xlib.load("Xcomposite", "libXcomposite.so.1")
+            comp.XCompositeRedirectWindow.argtypes = [ctypes.c_void_p, ctypes.c_ulong,
+                                                      ctypes.c_int]
+            comp.XCompositeRedirectWindow(self.dpy, window, self.REDIRECT_MANUAL)
+        target = x11.XDefaultRootWindow(self.dpy) if window is None else window
+        self.damage = self.dmg.XDamageCreate(self.dpy, target, self.NON_EMPTY)
         self.region = self.fix.XFixesCreateRegion(self.dpy, None, 0)
         x11.XFlush(self.dpy)
         self.fd = x11.XConnectionNumber(self.dpy)
@@ -190,11 +200,13 @@ class _XDamage:
 
 
 class _ShmGrabber:
-    """XShmGetImage of the screen's top-left corner into the page's own shm buffers."""
+    """XShmGetImage of a drawable's top-left corner (the screen's, or a page window's) into
+    the page's own shm buffers."""
 
-    def __init__(self, display: str) -> None:
+    def __init__(self, display: str, window: int | None = None) -> None:
         self.conn, screen_num = xcb.connect(display)
-        self.root = xcb.setup_roots(xcb.get_setup(self.conn))[screen_num].root
+        root = xcb.setup_roots(xcb.get_setup(self.conn))[screen_num].root
+        self.drawable = root if window is None else xcb.Drawable(window)
         self.segs: list[xcb.ShmSeg] = []
 
     def attach(self, names: Sequence[str]) -> None:
@@ -214,7 +226,7 @@ class _ShmGrabber:
                 pass
 
     def grab(self, idx: int, width: int, height: int) -> None:
-        xcb.shm_get_image(self.conn, self.root, 0, 0, width, height, ALL_PLANES,
+        xcb.shm_get_image(self.conn, self.drawable, 0, 0, width, height, ALL_PLANES,
                           xcb.ImageFormat.ZPixmap, self.segs[idx], 0)
 
     def close(self) -> None:
@@ -228,10 +240,14 @@ class _ShmGrabber:
 
 
 class X11Capture:
-    def __init__(self, out: FrameOut, framerate: int, *, display: str, **_: object) -> None:
+    """A page's frames from the X screen (the kiosk window's page), or from a window of its
+    own (`window`: every other page of the instance, see pages.py)."""
+
+    def __init__(self, out: FrameOut, framerate: int, *, display: str,
+                 window: int | None = None, **_: object) -> None:
         self.out = out
-        self._grabber = _ShmGrabber(display)
-        self._damage = _XDamage(display)
+        self._damage = _XDamage(display, window)  # first: it redirects the window
+        self._grabber = _ShmGrabber(display, window)
         self._grabber.attach(out.names)
         self._rects: list[Rect] = []
         self._full = True  # the first frame (and the first after a resize) is whole
@@ -280,114 +296,3 @@ class X11Capture:
             pass
         self._damage.close()
         self._grabber.close()
-
-
-# ---- screencast ---------------------------------------------------------------------------
-
-START_RETRY = 5.0  # seconds a screencast start is retried while the tab has no page yet
-
-
-class ScreencastCapture:
-    def __init__(self, out: FrameOut, framerate: int, *, page, **_: object) -> None:
-        self.out = out
-        self.page = page
-        self._latest: tuple[bytes, int] | None = None
-        self._listener = page.cdp.on("Page.screencastFrame", self._on_frame)
-        self._pacer = _Pacer(framerate, self._tick, f"screencast-{out.page_id}")
-        self._tasks: set[asyncio.Task] = set()
-        self._spawn(self._start())
-
-    def _spawn(self, coro) -> None:
-        spawn(coro, into=self._tasks, log=logger)
-
-    async def _start(self) -> None:
-        """A tab still committing its start-up about:blank (a warm page, made before any
-        lease) refuses with "Not attached to an active page": that is retried until the
-        tab has a page, for up to START_RETRY seconds."""
-        w, h = self.out.size
-        params = {"format": "jpeg", "quality": 80, "maxWidth": w, "maxHeight": h,
-                  "everyNthFrame": 1}
-        delay, waited = 0.02, 0.0
-        while True:
-            try:
-                await self.page.call("Page.startScreencast", params)
-                return
-            except Exception as exc:
-                if self.page.closed or waited >= START_RETRY:
-                    logger.warning("page %d: screencast did not start: %s",
-                                   self.out.page_id, exc)
-                    return
-            await asyncio.sleep(delay)
-            waited += delay
-            delay = min(delay * 2, 0.5)
-
-    def _on_frame(self, params: dict, session_id: str | None) -> None:
-        if session_id != self.page.session:
-            return
-        self._spawn(self._ack(params["sessionId"]))
-        ts = params.get("metadata", {}).get("timestamp")
-        now = time.monotonic_ns()
-        captured = now - int(max(0.0, time.time() - ts) * 1e9) if ts else now
-        self._latest = (base64.b64decode(params["data"]), captured)
-        self._pacer.wake()
-
-    async def _ack(self, frame_session: int) -> None:
-        try:
-            await self.page.call("Page.screencastFrameAck", {"sessionId": frame_session})
-        except Exception:
-            pass
-
-    def _tick(self) -> bool:
-        if self._latest is None:
-            return True
-        idx = self.out.buffers.acquire()
-        if idx is None:
-            return False
-        data, captured = self._latest
-        self._latest = None
-        # numpy and simplejpeg load here, not with the module: an x11 child never needs them
-        # and they weigh 6 MB on each instance (bench/density.py)
-        import numpy as np
-        import simplejpeg
-
-        dst = self.out.buffers.array(idx)
-        h, w = dst.shape[:2]
-        jw, jh = simplejpeg.decode_jpeg_header(data)[:2][::-1]
-        if (jw, jh) == (w, h):
-            simplejpeg.decode_jpeg(data, colorspace="BGRA", buffer=dst)
-        else:  # the frame lags a resize, or Chromium scaled it: nearest-neighbour fit
-            img = simplejpeg.decode_jpeg(data, colorspace="BGRA")
-            ys = np.arange(h) * img.shape[0] // h
-            xs = np.arange(w) * img.shape[1] // w
-            dst[:] = img[ys[:, None], xs[None, :]]
-        self.out.publish(idx, [], captured)
-        return True
-
-    def switch(self, out: FrameOut) -> None:
-        self.out = out
-        self._latest = None
-        self._spawn(self._restart())
-
-    async def _restart(self) -> None:
-        try:
-            await self.page.call("Page.stopScreencast")
-        except Exception:
-            pass
-        await self._start()
-
-    def set_framerate(self, fps: int) -> None:
-        self._pacer.period = 1.0 / fps
-
-    async def aclose(self) -> None:
-        self.page.cdp.off(self._listener)
-        await self._pacer.stop()
-        if not self.page.closed:
-            try:
-                await self.page.call("Page.stopScreencast", timeout=2.0)
-            except Exception:
-                pass
-        for task in list(self._tasks):
-            task.cancel()
-
-
-CAPTURES: dict[str, type] = {"x11": X11Capture, "screencast": ScreencastCapture}

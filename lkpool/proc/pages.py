@@ -2,9 +2,13 @@
 
 The first page takes the tab in Chromium's kiosk window: it is captured from the X screen
 (x11), which with the window follows its size (`screen.py`), for as long as it fits the
-largest screen; beyond that, and for every other page (background tabs, which Chromium does
-not paint on screen), frames come from the CDP screencast. Closing the last page keeps its
-tab, blank, for the next one: closing Chromium's last tab would end the browser.
+largest screen. Every other page of an x11 instance gets a browser window of its own,
+full screen (no toolbar) and redirected off screen with Composite: it never covers the
+first page, Chromium renders it at its framerate like the first (a background tab would
+not be painted at all), and its frames are grabbed from the window itself the same way.
+A page larger than its window, and every page of a screencast instance, is captured by the
+CDP screencast. Closing the last page keeps its tab, blank, for the next one: closing
+Chromium's last tab would end the browser.
 """
 
 from __future__ import annotations
@@ -19,12 +23,15 @@ from typing import Any
 from ..config import MAX_FRAMERATE, MAX_HEIGHT, MAX_WIDTH
 from ..shm.framebuffer import ChildFrameBuffers
 from . import protocol as p
-from .capture import CAPTURES, FrameOut
+from .capture import FrameOut, X11Capture
 from .cdp import CDPConnection, CDPError
-from .screen import Screen, window_for
+from .screen import Screen, browser_windows, new_window, window_for
+from .screencast import ScreencastCapture
 from .tab import Page, PageGone
 
 logger = logging.getLogger("lkpool.proc")
+
+CAPTURES: dict[str, type] = {"x11": X11Capture, "screencast": ScreencastCapture}
 
 
 @dataclass
@@ -35,6 +42,8 @@ class PageState:
     native: bool  # captured from the x11 screen (else by screencast)
     on_screen: bool = False  # the kiosk window's tab: x11 capture whenever it fits the screen
     framerate: int = 30
+    window: int | None = None  # its own X window (not the first page), grabbed while it fits
+    window_size: tuple[int, int] = (0, 0)
 
 
 def check_size(width: int, height: int, framerate: int | None = None) -> None:
@@ -58,6 +67,10 @@ EVENTS: dict[str, Callable[[int, Any], p.Message]] = {
 }
 
 
+def _within(page: tuple[int, int], window: tuple[int, int]) -> bool:
+    return page[0] <= window[0] and page[1] <= window[1]
+
+
 class Pages:
     """Page id -> its state, with the commands that make, resize and end pages."""
 
@@ -72,6 +85,7 @@ class Pages:
         self.cdp: CDPConnection | None = None
         self.screen: Screen | None = None  # x11 only
         self.display = ""
+        self._window_lock = asyncio.Lock()  # one new window at a time: told apart by appearing
 
     def open(self, cdp: CDPConnection, screen: Screen | None, display: str,
              spare_target: str | None) -> None:
@@ -106,11 +120,14 @@ class Pages:
         on_screen = self.mode == "x11" and self.spare_target is not None and not self.states
         native = on_screen and self._fits(m.width, m.height)
         spare = self.spare_target
+        window, window_size = None, (0, 0)
         if spare is not None:
             target, self.spare_target = spare, None
-        else:  # in kiosk mode a background tab keeps the on-screen one in front
+        elif self.mode == "x11" and self.screen is not None:
+            target, window, window_size = await self._open_window(m.width, m.height)
+        else:
             target = (await self.cdp.send("Target.createTarget", {
-                "url": "about:blank", "background": self.mode == "x11"}))["targetId"]
+                "url": "about:blank"}))["targetId"]
         buffers = ChildFrameBuffers(m.shm_names, m.width, m.height, generation=0)
         page = None
         try:
@@ -120,7 +137,9 @@ class Pages:
                 await self._x11_screen.fit(self.cdp, target, (m.width, m.height))
             await page.set_size(m.width, m.height, self._native_size(native))
             out = FrameOut(m.page_id, buffers, m.shm_names, self._send)
-            capture = self._capture(native, out, m.framerate, page)
+            if window is not None and not _within((m.width, m.height), window_size):
+                window = None  # larger than its window: screencast
+            capture = self._capture(native, out, m.framerate, page, window)
         except BaseException:
             # nothing of the failed page stays: its buffers, its listeners, and the kiosk
             # tab, which goes back to being the spare one
@@ -130,12 +149,47 @@ class Pages:
             if spare is not None and self.spare_target is None and not self.states:
                 self.spare_target = spare
             raise
-        self.states[m.page_id] = PageState(page, out, capture, native, on_screen, m.framerate)
+        self.states[m.page_id] = PageState(page, out, capture, native, on_screen, m.framerate,
+                                           window, window_size)
         if self.first is None:
             self.first = m.page_id
         if m.url:  # answered after the first load, as Playwright's newPage + goto would
             await self._initial_load(page, m.url)
         return json.dumps({"target_id": target})  # the parent exposes it as page.target_id
+
+    async def _open_window(self, width: int, height: int
+                           ) -> tuple[str, int | None, tuple[int, int]]:
+        """A new browser window for a page that is not the first: its target, its X window
+        (None when it could not be told apart: that page is then captured by screencast)
+        and the window's size once full screen."""
+        assert self.cdp is not None  # open() came first
+        async with self._window_lock:
+            before = set(browser_windows(self.display))
+            target = (await self.cdp.send("Target.createTarget", {
+                "url": "about:blank", "newWindow": True, "background": True}))["targetId"]
+            try:
+                window, _ = await new_window(self.display, before)
+            except RuntimeError as exc:
+                logger.warning("page window not found: screencast capture (%s)", exc)
+                return target, None, (0, 0)
+        # at least the page's size, then full screen: no toolbar, the page from the top-left
+        want = window_for((width, height))
+        win = (await self.cdp.send("Browser.getWindowForTarget",
+                                   {"targetId": target}))["windowId"]
+        for bounds in ({"windowState": "normal"},
+                       {"left": 0, "top": 0, "width": want[0], "height": want[1]},
+                       {"windowState": "fullscreen"}):
+            await self.cdp.send("Browser.setWindowBounds", {"windowId": win, "bounds": bounds})
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 2.0
+        while True:
+            got = (await self.cdp.send("Browser.getWindowBounds", {"windowId": win}))["bounds"]
+            size = browser_windows(self.display).get(window, (0, 0))
+            if got.get("windowState") == "fullscreen" and _within((width, height), size):
+                return target, window, size
+            if loop.time() > deadline:
+                return target, window, size  # too small: its page falls back to screencast
+            await asyncio.sleep(0.02)
 
     async def _initial_load(self, page: Page, url: str) -> None:
         for attempt in (1, 2):
@@ -180,6 +234,17 @@ class Pages:
         native = state.on_screen and self._fits(m.width, m.height)
         buffers = ChildFrameBuffers(m.shm_names, m.width, m.height, generation=m.generation)
         old = state.out.buffers
+        if state.window is not None and not _within((m.width, m.height), state.window_size):
+            # outgrew its window: screencast from now on
+            await state.capture.aclose()
+            state.window = None
+            state.out = FrameOut(m.page_id, buffers, m.shm_names, self._send)
+            try:
+                await state.page.set_size(m.width, m.height, None)
+            finally:
+                state.capture = self._capture(False, state.out, state.framerate, state.page)
+            old.close()
+            return
         moving = native and window_for((m.width, m.height)) != self._x11_screen.window
         out = FrameOut(m.page_id, buffers, m.shm_names, self._send)
         if moving or native is not state.native:
@@ -212,9 +277,10 @@ class Pages:
                         "capture", width, height, *self.screen.largest)
         return fits
 
-    def _capture(self, native: bool, out: FrameOut, framerate: int, page: Page) -> Any:
-        return CAPTURES["x11" if native else "screencast"](
-            out, framerate, display=self.display, page=page)
+    def _capture(self, native: bool, out: FrameOut, framerate: int, page: Page,
+                 window: int | None = None) -> Any:
+        return CAPTURES["x11" if native or window is not None else "screencast"](
+            out, framerate, display=self.display, page=page, window=window)
 
     async def set_framerate(self, m: p.SetFramerate) -> None:
         if not 0 < m.framerate <= MAX_FRAMERATE:

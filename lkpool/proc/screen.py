@@ -148,6 +148,75 @@ def _mm(width: int, height: int) -> tuple[int, int]:
     return round(width * 25.4 / 96), round(height * 25.4 / 96)  # Xvfb runs at -dpi 96
 
 
+# ---- page windows -------------------------------------------------------------------------
+
+class _WindowAttributes(ctypes.Structure):
+    _fields_ = [("x", ctypes.c_int), ("y", ctypes.c_int), ("width", ctypes.c_int),
+                ("height", ctypes.c_int), ("border_width", ctypes.c_int),
+                ("depth", ctypes.c_int), ("visual", ctypes.c_void_p), ("root", ctypes.c_ulong),
+                ("class_", ctypes.c_int), ("bit_gravity", ctypes.c_int),
+                ("win_gravity", ctypes.c_int), ("backing_store", ctypes.c_int),
+                ("backing_planes", ctypes.c_ulong), ("backing_pixel", ctypes.c_ulong),
+                ("save_under", ctypes.c_int), ("colormap", ctypes.c_ulong),
+                ("map_installed", ctypes.c_int), ("map_state", ctypes.c_int),
+                ("all_event_masks", ctypes.c_long), ("your_event_mask", ctypes.c_long),
+                ("do_not_propagate_mask", ctypes.c_long), ("override_redirect", ctypes.c_int),
+                ("screen", ctypes.c_void_p)]
+
+
+IS_VIEWABLE = 2
+
+
+def browser_windows(display: str) -> dict[int, Size]:
+    """Chromium's browser windows on the screen (mapped top-level windows that are not
+    override-redirect: its other windows are hidden helpers) -> their size."""
+    x11 = xlib.x11()
+    x11.XQueryTree.argtypes = [
+        ctypes.c_void_p, ctypes.c_ulong, ctypes.POINTER(ctypes.c_ulong),
+        ctypes.POINTER(ctypes.c_ulong), ctypes.POINTER(ctypes.POINTER(ctypes.c_ulong)),
+        ctypes.POINTER(ctypes.c_uint)]
+    x11.XGetWindowAttributes.argtypes = [ctypes.c_void_p, ctypes.c_ulong,
+                                         ctypes.POINTER(_WindowAttributes)]
+    dpy = xlib.open_display(display)
+    try:
+        root, parent = ctypes.c_ulong(), ctypes.c_ulong()
+        children, count = ctypes.POINTER(ctypes.c_ulong)(), ctypes.c_uint()
+        if not x11.XQueryTree(dpy, x11.XDefaultRootWindow(dpy), ctypes.byref(root),
+                              ctypes.byref(parent), ctypes.byref(children),
+                              ctypes.byref(count)):
+            return {}
+        found: dict[int, Size] = {}
+        try:
+            for i in range(count.value):
+                attrs = _WindowAttributes()
+                if (x11.XGetWindowAttributes(dpy, children[i], ctypes.byref(attrs))
+                        and attrs.map_state == IS_VIEWABLE and not attrs.override_redirect):
+                    found[children[i]] = (attrs.width, attrs.height)
+        finally:
+            if children:
+                x11.XFree(children)
+        xlib.take_errors()  # a window gone between the two calls is not an error of ours
+        return found
+    finally:
+        x11.XCloseDisplay(dpy)
+
+
+async def new_window(display: str, before: set[int], timeout: float = WINDOW_SETTLE
+                     ) -> tuple[int, Size]:
+    """The browser window that appeared since `before` was listed; RuntimeError after
+    `timeout` (a new window maps a moment after its target exists)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        fresh = {w: size for w, size in browser_windows(display).items() if w not in before}
+        if len(fresh) == 1:
+            return next(iter(fresh.items()))
+        if loop.time() > deadline:
+            raise RuntimeError(f"no single new browser window on {display} "
+                               f"({len(fresh)} appeared)")
+        await asyncio.sleep(0.02)
+
+
 # ---- the screen and the window ------------------------------------------------------------
 
 class Screen:

@@ -17,6 +17,20 @@ BUTTON_BITS = {"left": 1, "right": 2, "middle": 4}
 # CEF's cef_key_event_type_t numbering -> CDP Input.dispatchKeyEvent type
 KEY_TYPES = {0: "rawKeyDown", 1: "keyDown", 2: "keyUp", 3: "char"}
 PAINTED_JS = "new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))"
+# Page-controlled strings are cut here, before they cross the duplex: a page can make its
+# URL (history.replaceState), title, dialog text or cursor megabytes long, many times a
+# second, and each one would be copied into the parent and every input socket's queue.
+MAX_URL = 16 * 1024
+MAX_TITLE = 1024
+MAX_DIALOG_TEXT = 4096
+MAX_CURSOR = 256
+
+
+def clip(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters (a cut one ends with an ellipsis)."""
+    return text if len(text) <= limit else text[:limit - 1] + "\u2026"
+
+
 CURSOR_JS = ("(() => {{ const e = document.elementFromPoint({x}, {y}); "
              "return e ? getComputedStyle(e).cursor : 'auto'; }})()")
 
@@ -90,6 +104,7 @@ class Page:
 
     # -- events --
     def _set_url(self, url: str) -> None:
+        url = clip(url, MAX_URL)
         if url and url != self.url:
             self.url = url
             self.emit("url", url)
@@ -110,6 +125,7 @@ class Page:
             self._set_title(info.get("title", ""))
 
     def _set_title(self, title: str) -> None:
+        title = clip(title, MAX_TITLE)
         if title != self.title:
             self.title = title
             self.emit("title", title)
@@ -122,6 +138,9 @@ class Page:
         def handler(params: dict, session_id: str | None) -> None:
             if session_id == self.session:
                 self._dialog.set() if is_open else self._dialog.clear()
+                for key in ("message", "defaultPrompt", "url"):
+                    if isinstance(params.get(key), str):
+                        params[key] = clip(params[key], MAX_DIALOG_TEXT)
                 self.emit("dialog_opened" if is_open else "dialog_closed", params)
         return handler
 
@@ -298,6 +317,8 @@ class Page:
             cursor = await self.evaluate(CURSOR_JS.format(x=int(x), y=int(y)))
         except Exception:  # the page navigated or closed meanwhile: nothing to report
             return
+        if isinstance(cursor, str):
+            cursor = clip(cursor, MAX_CURSOR)
         if isinstance(cursor, str) and cursor != self.cursor:
             self.cursor = cursor
             self.emit("cursor", cursor)

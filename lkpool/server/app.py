@@ -20,6 +20,7 @@ from aiohttp import web
 
 from ..config import Settings
 from ..pool import Pool
+from . import edge
 from .appkeys import METRICS, POOL, PROXY_HTTP, PROXY_SOCKETS, SETTINGS
 from .auth import auth_middleware
 from .errors import error_middleware
@@ -33,6 +34,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "lkpool.server.openapi",
     "lkpool.server.stream",
     "lkpool.server.publishing",
+    "lkpool.server.computer",
     "lkpool.server.proxy",
 )
 
@@ -40,7 +42,8 @@ ROUTE_MODULES: tuple[str, ...] = (
 def create_app(settings: Settings | None = None, pool: Pool | None = None) -> web.Application:
     settings = settings or (pool.settings if pool else Settings.from_env())
     app = web.Application(client_max_size=settings.max_body_bytes,
-                          middlewares=[error_middleware, auth_middleware])
+                          middlewares=[error_middleware, edge.middleware(settings),
+                                       auth_middleware])
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     app[PROXY_SOCKETS] = weakref.WeakSet()
@@ -48,6 +51,10 @@ def create_app(settings: Settings | None = None, pool: Pool | None = None) -> we
     app.cleanup_ctx.append(_proxy_http_ctx)
     for name in ROUTE_MODULES:
         importlib.import_module(name).setup(app)
+    if settings.redis_url:  # one API over many machines; without Redis, one node as ever
+        from ..cluster.node import install
+
+        install(app, settings)
     return app
 
 
@@ -56,7 +63,7 @@ async def serve_local(settings: Settings) -> AsyncIterator[tuple[str, web.Applic
     """An app with its own pool on a free port of 127.0.0.1: yields its base URL and the app;
     leaving stops the pool (every browser, shm segment and profile)."""
     app = create_app(settings)
-    runner = web.AppRunner(app, access_log=None)
+    runner = edge.make_runner(app, settings)
     await runner.setup()
     try:
         site = web.TCPSite(runner, "127.0.0.1", 0)

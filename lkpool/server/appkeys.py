@@ -12,6 +12,7 @@ from aiohttp import web
 from ..config import Settings
 
 if TYPE_CHECKING:  # the types only: imports stay one-way at run time
+    from ..cluster.node import Cluster
     from ..pool import Pool
     from .frames import Broadcasters
     from .metrics import Metrics
@@ -27,5 +28,7 @@ PRECONNECTED: web.AppKey[dict[str, asyncio.Task[Any]]] = web.AppKey("proxy_preco
 PROXY_SOCKETS: web.AppKey[weakref.WeakSet[Any]] = web.AppKey("proxy_sockets")
 # /session/{id}/frames broadcasters, one per watched page (lkpool.server.stream)
 BROADCASTERS: web.AppKey[Broadcasters] = web.AppKey("lkpool_broadcasters")
+# this node's part in a cluster (lkpool.cluster), only when REDIS_URL is set
+CLUSTER: web.AppKey[Cluster] = web.AppKey("cluster")
 # session id -> its LiveKit publication (lkpool.server.publishing)
 PUBLICATIONS: web.AppKey[dict[str, Any]] = web.AppKey("publications")

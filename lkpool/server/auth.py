@@ -1,4 +1,5 @@
-"""TOKEN auth: when `TOKEN` is set, every endpoint but `/session/{id}/...` needs it.
+"""TOKEN auth: when `TOKEN` is set, every endpoint but `/session/{id}/...`, `/health` and the
+lease list's page needs it.
 
 Under `/session/{id}/` the unguessable session id is the capability (a Playwright or
 Puppeteer client cannot add headers to the URLs the proxy hands back). The check is made on
@@ -15,8 +16,9 @@ from aiohttp.typedefs import Handler
 from .appkeys import SETTINGS
 
 SESSION_PREFIX = "/session/{session_id}"
-# pages that hold no data and ask for the token themselves (the lease list at /)
-PUBLIC_PAGES = frozenset({"/"})
+# what holds no data: the lease list's page (it asks for the token itself) and /health (so a
+# container's health check needs no secret; it tells only whether the pool is up)
+PUBLIC_PAGES = frozenset({"/", "/health"})
 
 
 def is_session_route(request: web.Request) -> bool:

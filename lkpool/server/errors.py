@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from typing import Any
 
 from aiohttp import web
@@ -22,9 +23,19 @@ logger = logging.getLogger(__name__)
 # codes of the HTTP errors that aiohttp raises itself (routing, body size)
 HTTP_CODES = {
     400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-    405: "method_not_allowed", 413: "request_too_large", 502: "bad_gateway",
+    405: "method_not_allowed", 408: "request_timeout", 413: "request_too_large",
+    415: "unsupported_media_type", 502: "bad_gateway",
     503: "unavailable", 504: "timeout",
 }
+
+
+# a session id is a capability: logs show its first characters only
+_SESSION_ID = re.compile(r"(?<![A-Za-z0-9_-])([A-Za-z0-9_-]{6})[A-Za-z0-9_-]{20,}")
+
+
+def redact(text: str) -> str:
+    """`text` with every session-id-like token cut to its first 6 characters."""
+    return _SESSION_ID.sub(r"\1…", text)
 
 
 def json_error(status: int, code: str, detail: str, headers: Any = None) -> web.Response:
@@ -52,8 +63,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except LkpoolError as exc:
         retry = {"Retry-After": retry_after(request)} if exc.status == 503 else None
         if exc.status >= 500:
-            logger.warning("%s %s: %s: %s", request.method, request.path, exc.code, exc)
+            logger.warning("%s %s: %s: %s", request.method, redact(request.path), exc.code,
+                           redact(str(exc)))
         return json_error(exc.status, exc.code, str(exc) or exc.code, retry)
     except Exception:
-        logger.exception("unexpected error in %s %s", request.method, request.path)
+        logger.exception("unexpected error in %s %s", request.method, redact(request.path))
         return json_error(500, "internal_error", "unexpected server error (logged)")

@@ -7,11 +7,18 @@ one, and counts the frames it never saw (`skipped`). A message (header + payload
 once per frame and (format, quality, size) and the same bytes go to every viewer: four JPEG
 viewers at the same settings cost one encode, done in a worker thread so the event loop keeps
 serving sockets, and four raw viewers cost no copy beyond the one out of the page.
+
+Bounded: a viewer chooses its quality and size, so a few viewers could ask one frame for as
+many different encodings. Qualities are rounded to steps of 10 and widths to steps of 32
+(at most 10 x 120 variants, and no more than the session's sockets, MAX_SESSION_SOCKETS,
+at once), and the encodes run on one pool of ENCODER_THREADS threads owned by the
+broadcasters, not on the loop's default executor that the pool's own work uses.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import sys
@@ -29,6 +36,9 @@ from .header import FORMATS, HEADER_SIZE, FrameFormat, FrameHeader
 logger = logging.getLogger(__name__)
 
 EncodeKey = tuple[FrameFormat, int, int, int]  # format, quality, width, height
+QUALITY_STEP = 10
+WIDTH_STEP = 32
+ENCODER_THREADS = 2
 
 
 @dataclass(slots=True, eq=False)
@@ -131,8 +141,10 @@ _FREE_REFS = _refs([bytearray(1)], 0)
 class Broadcaster:
     """Newest-frame holder for one page; viewers pull from it, it never queues."""
 
-    def __init__(self, page: Any, *, name: str = "") -> None:
+    def __init__(self, page: Any, *, name: str = "",
+                 executor: concurrent.futures.Executor | None = None) -> None:
         self.page = page
+        self._executor = executor
         self.latest: Frame | None = None
         self.sequence = 0
         self.closed = False
@@ -212,7 +224,7 @@ class Broadcaster:
         fut = frame.encoded.get(key)
         if fut is None:
             loop = asyncio.get_running_loop()
-            fut = loop.run_in_executor(None, build_message, frame, key)
+            fut = loop.run_in_executor(self._executor, build_message, frame, key)
             frame.encoded[key] = fut
         return await asyncio.shield(fut)
 
@@ -227,8 +239,11 @@ def build_message(frame: Frame, key: EncodeKey) -> bytes:
 class Broadcasters:
     """One broadcaster per watched page, attached while it has viewers."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, threads: int = ENCODER_THREADS) -> None:
         self._by_key: dict[str, Broadcaster] = {}
+        # every encode of every page, on a fixed number of threads of its own
+        self._executor = concurrent.futures.ThreadPoolExecutor(threads,
+                                                               thread_name_prefix="encode")
 
     def get(self, key: str) -> Broadcaster | None:
         return self._by_key.get(key)
@@ -237,7 +252,7 @@ class Broadcasters:
     async def watch(self, key: str, page: Any) -> AsyncIterator[Broadcaster]:
         bc = self._by_key.get(key)
         if bc is None or bc.page is not page or bc.closed:
-            bc = Broadcaster(page, name=key[:8])
+            bc = Broadcaster(page, name=key[:6], executor=self._executor)
             bc._attach()
             self._by_key[key] = bc
         bc._viewers += 1
@@ -254,6 +269,7 @@ class Broadcasters:
         for bc in self._by_key.values():
             bc.close()
         self._by_key.clear()
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
 
 # ---- what one viewer asked for ---------------------------------------------------------------
@@ -299,9 +315,10 @@ class FrameOptions:
             raise bad("format", f"must be one of {', '.join(FORMATS)}, got {fmt_name!r}")
         if "scale" in query and "max_width" in query:
             raise bad("scale", "and 'max_width' cannot be used together")
+        quality = number("quality", int, 1, 100, 80)
         return cls(
             format=FORMATS[fmt_name],
-            quality=number("quality", int, 1, 100, 80),
+            quality=min(100, max(QUALITY_STEP, round(quality / QUALITY_STEP) * QUALITY_STEP)),
             fps=number("fps", float, 0.1, 240, 0.0),
             scale=number("scale", float, 0.01, 1.0, 1.0),
             max_width=number("max_width", int, 16, 16384, 0),
@@ -314,7 +331,8 @@ class FrameOptions:
             factor = self.max_width / width
         if factor >= 1.0:
             return width, height
-        return max(1, round(width * factor)), max(1, round(height * factor))
+        w = max(min(WIDTH_STEP, width), round(width * factor) // WIDTH_STEP * WIDTH_STEP)
+        return w, max(1, round(height * w / width))
 
     def key(self, frame: Frame) -> EncodeKey:
         w, h = self.size(frame.width, frame.height)

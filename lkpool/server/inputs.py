@@ -126,7 +126,9 @@ def _mouse_wheel(event: dict, page: Any) -> Apply:
     x, y = _point(event, page)
     dx = round(_number(event, "dx", -MAX_WHEEL, MAX_WHEEL, default=0))
     dy = round(_number(event, "dy", -MAX_WHEEL, MAX_WHEEL, default=0))
-    return lambda p: p.send_mouse_wheel(x, y, dx, dy)
+    # the socket's dx/dy are the DOM's (positive scrolls down/right); send_mouse_wheel
+    # follows CEF's sign, as livekit.browser does (positive scrolls up/left)
+    return lambda p: p.send_mouse_wheel(x, y, -dx, -dy)
 
 
 _POINT = frozenset({"action", "x", "y"})

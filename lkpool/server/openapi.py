@@ -38,6 +38,23 @@ def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any
 _TIMEOUT = _query("timeout", {"type": "number", "minimum": 1}, "lease length in seconds")
 _SESSION = {"name": "session_id", "in": "path", "required": True, "schema": {"type": "string"}}
 
+_SHOT = {"type": "object", "required": ["media_type", "data", "width", "height"],
+         "properties": {"media_type": {"type": "string", "enum": ["image/png", "image/jpeg"]},
+                        "data": {"type": "string", "format": "byte"},
+                        "width": {"type": "integer"}, "height": {"type": "integer"}}}
+_COMPUTER = {"type": "object", "properties": {
+    "actions": {"type": "array", "maxItems": 100, "items": {
+        "type": "object", "required": ["action"],
+        "properties": {"action": {"type": "string"},
+                       "coordinate": {"type": "array", "items": {"type": "integer"}},
+                       "start_coordinate": {"type": "array", "items": {"type": "integer"}},
+                       "text": {"type": "string"}, "scroll_direction": {
+                           "type": "string", "enum": ["up", "down", "left", "right"]},
+                       "scroll_amount": {"type": "integer"}, "duration": {"type": "number"}}}},
+    "screenshot": {"type": "string", "enum": ["png", "jpeg"], "nullable": True},
+    "scale": {"type": "number", "minimum": 0.05, "maximum": 1},
+    "quality": {"type": "integer", "minimum": 1, "maximum": 100}}}
+
 SPEC: dict[str, Any] = {
     "openapi": "3.0.3",
     "info": {"title": "lkpool", "version": "0.1.0",
@@ -92,6 +109,39 @@ SPEC: dict[str, Any] = {
                                                            "items": {"type": "object"}}]}),
                      "responses": _ok({"type": "object", "required": ["ok", "applied"]})
                      | _errors(400, 403, 404, 409, 413)},
+        },
+        "/session/{session_id}/computer": {
+            "parameters": [_SESSION],
+            "post": {"summary": "computer-use actions in Anthropic's vocabulary (left_click, "
+                                "right_click, middle_click, double_click, triple_click, "
+                                "mouse_move, left_click_drag, left_mouse_down, "
+                                "left_mouse_up, scroll, type, key, hold_key, wait, "
+                                "screenshot, cursor_position), all checked before any runs "
+                                "(a bad one is a 400 naming its index and field), applied in "
+                                "order; answered with the page's frame once it settled",
+                     "security": [],
+                     "requestBody": _json_body(_COMPUTER),
+                     "responses": _ok({"type": "object", "required": ["screenshot", "cursor",
+                                                                     "applied"],
+                                       "properties": {"screenshot": _SHOT | {
+                                           "nullable": True},
+                                           "cursor": {"type": "array",
+                                                      "items": {"type": "integer"}},
+                                           "applied": {"type": "integer"}}})
+                     | _errors(400, 403, 404, 409)},
+        },
+        "/session/{session_id}/screenshot": {
+            "parameters": [_SESSION],
+            "get": {"summary": "the page's current frame as an image", "security": [],
+                    "parameters": [
+                        _query("format", {"type": "string", "enum": ["png", "jpeg"]}, ""),
+                        _query("scale", {"type": "number", "minimum": 0.05, "maximum": 1},
+                               "scale factor, at most 1"),
+                        _query("quality", {"type": "integer", "minimum": 1, "maximum": 100},
+                               "JPEG quality")],
+                    "responses": _ok({"type": "object", "required": ["screenshot"],
+                                      "properties": {"screenshot": _SHOT}})
+                    | _errors(400, 403, 404)},
         },
         "/session/{session_id}/publish": {
             "parameters": [_SESSION],

@@ -3,8 +3,9 @@ instance, and nothing else.
 
     GET  /session/{id}                      WebSocket: the browser target; HTTP: /json/version
     WS   /session/{id}/devtools/{kind}/{target}      a target's WebSocket
-    HTTP /session/{id}/json[/...]           /json/version, /json/list, /json/new (PUT, GET
-                                            mapped to PUT), /json/protocol, /json/activate...
+    HTTP /session/{id}/json[/...]           /json/version, /json/list, /json/new (PUT only,
+                                            as Chromium: a GET is what a web page can send),
+                                            /json/protocol, /json/activate|close/{target}
     HTTP /session/{id}/devtools/...         the DevTools front-end, when the browser has it
 
 Every upstream URL is built from 127.0.0.1, the lease's own port and a path that passed
@@ -43,8 +44,11 @@ WS_TAIL_RE = re.compile(
     r"[A-Za-z0-9._\-]{1,128}")
 # method the client used -> method sent to DevTools (which only speaks GET and PUT)
 METHODS = {"GET": "GET", "HEAD": "HEAD", "PUT": "PUT"}
-# /json/new must be PUT since Chromium 111; older clients send GET
-FORCED_METHODS = {"json/new": "PUT"}
+# Chromium's own CSRF guard since 111: /json/new creates a target, so only PUT (which no
+# cross-site form or no-cors fetch can send) may reach it
+PUT_ONLY = frozenset({"json/new"})
+# endpoints that act on one target: only a target the instance lists (the lease's own)
+TARGET_ACTIONS = re.compile(r"json/(?:close|activate)/(.*)")
 REWRITTEN_KEYS = ("webSocketDebuggerUrl", "devtoolsFrontendUrl", "devtoolsFrontendUrlCompat")
 # how a lease's end reaches a proxied WebSocket: close code by end reason
 CLOSE_CODES: dict[str, int] = {
@@ -142,8 +146,12 @@ async def _http(request: web.Request, lease: Lease, tail: str) -> web.Response:
     method = METHODS.get(request.method)
     if method is None:
         raise web.HTTPMethodNotAllowed(request.method, list(METHODS))
-    method = FORCED_METHODS.get(tail.rstrip("/"), method)
+    if tail.rstrip("/") in PUT_ONLY and method != "PUT":
+        raise web.HTTPMethodNotAllowed(request.method, ["PUT"],
+                                       text=f"/{tail.rstrip('/')} needs PUT (as in Chromium)")
     await request.read()  # DevTools takes no body: reading it applies MAX_BODY_BYTES (413)
+    if (action := TARGET_ACTIONS.fullmatch(tail)) is not None:
+        await _own_target(request, lease, action.group(1))
     status, content_type, body = await _fetch(request, lease, tail, method)
     if content_type.startswith("application/json") and tail.rstrip("/") != "json/protocol":
         try:
@@ -155,6 +163,17 @@ async def _http(request: web.Request, lease: Lease, tail: str) -> web.Response:
             body = json.dumps(rewrite_json(data, lease.debugging_port, scheme, base),
                               indent=2).encode()
     return web.Response(body=body, status=status, headers={"Content-Type": content_type})
+
+
+async def _own_target(request: web.Request, lease: Lease, target_id: str) -> None:
+    """404 unless `target_id` is one of the targets the lease's instance lists."""
+    _, _, body = await _fetch(request, lease, "json/list")
+    try:
+        ids = {t.get("id") for t in json.loads(body) if isinstance(t, dict)}
+    except (ValueError, TypeError):
+        raise InstanceUnreachable("the instance's /json/list is unusable") from None
+    if target_id not in ids:
+        raise web.HTTPNotFound(text=f"no target {target_id[:64]!r} in this session")
 
 
 async def _browser_path(request: web.Request, lease: Lease) -> str:

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import hmac
-import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -37,6 +37,7 @@ from ..publish import PagePublisher, connect_room
 from ..tasks import spawn
 from .appkeys import POOL, PUBLICATIONS, SETTINGS
 from .auth import presented_token
+from .edge import read_json
 
 logger = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -67,36 +68,53 @@ class Publication:
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise InvalidArgument("the body must be a JSON object") from None
-    if not isinstance(body, dict):
+    body = await read_json(request, types=(dict,))
+    if body is None:
         raise InvalidArgument("the body must be a JSON object")
     return body
 
 
-def _join_args(body: dict[str, Any], request: web.Request) -> tuple[str, str]:
-    """(livekit_url, token): the caller's, or a token this server signs for room/identity."""
+def _join_args(body: dict[str, Any], request: web.Request, lease: Lease) -> tuple[str, str]:
+    """(livekit_url, token): the caller's, or a token this server signs for room/identity.
+
+    A token this server signs goes only to its own LIVEKIT_URL (a URL the caller chose would
+    receive a way into the server's LiveKit project), for a room and an identity that start
+    with LIVEKIT_ROOM_PREFIX (so it can neither enter the project's other rooms nor pose as
+    their people), and lives no longer than the lease. While the server has credentials, a
+    caller's own token also goes only to LIVEKIT_URL: the server is no client of other
+    LiveKit servers then."""
+    settings = request.app[SETTINGS]
+    signing = bool(settings.livekit_api_key and settings.livekit_api_secret)
+    caller_url = body.get("livekit_url")
+    if caller_url is not None and not isinstance(caller_url, str):
+        raise InvalidArgument("livekit_url must be a string")
+    if signing and caller_url not in (None, settings.livekit_url):
+        raise InvalidArgument("this server publishes only to its own LIVEKIT_URL: leave "
+                              "livekit_url out")
     if "token" in body:
         unknown = {"room", "identity"} & body.keys()
         if unknown:
             raise InvalidArgument("give either livekit_url and token, or room and identity")
-        if not isinstance(body.get("livekit_url"), str):
+        url = caller_url or (settings.livekit_url if signing else None)
+        if not url:
             raise InvalidArgument("livekit_url is required with a token")
-        return body["livekit_url"], body["token"]
+        if not isinstance(body["token"], str):
+            raise InvalidArgument("token must be a string")
+        return url, body["token"]
     if "room" not in body or "identity" not in body:
         raise InvalidArgument("give livekit_url and token, or room and identity")
-    settings = request.app[SETTINGS]
     # the session id lets its holder publish; having the server sign a way into any room of
     # its LiveKit project is more, so it also needs the server's TOKEN when one is set
     if settings.token and not hmac.compare_digest(presented_token(request).encode(),
                                                   settings.token.encode()):
         raise web.HTTPUnauthorized(text="room and identity (a token this server signs) need "
                                         "the server's token; or pass livekit_url and token")
-    room, identity = check_name("room", body["room"]), check_name("identity", body["identity"])
+    prefix = settings.livekit_room_prefix
+    room = check_name("room", body["room"], prefix=prefix)
+    identity = check_name("identity", body["identity"], prefix=prefix)
     creds = Credentials.from_settings(settings)
-    return body.get("livekit_url") or creds.url, publisher_token(creds, room, identity)
+    ttl = datetime.timedelta(seconds=max(1.0, lease.remaining))
+    return creds.url, publisher_token(creds, room, identity, ttl=ttl)
 
 
 def _allowed(body: dict[str, Any]) -> frozenset[str] | None:
@@ -125,7 +143,7 @@ async def start(request: web.Request) -> web.Response:
     if lease.session_id in pubs:
         raise web.HTTPConflict(text="this session is already publishing: DELETE it first")
     body = await _body(request)
-    url, token = _join_args(body, request)
+    url, token = _join_args(body, request, lease)
     allowed, framerate = _allowed(body), _framerate(body)
     settings = request.app[SETTINGS]
     pubs[lease.session_id] = None  # claimed before any await: a second POST gets 409

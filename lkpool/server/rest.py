@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,7 +20,8 @@ from ..config import MAX_FRAMERATE, MAX_HEIGHT, MAX_WIDTH
 from ..errors import InvalidArgument, UnknownSession
 from ..pool import EndReason, Lease, Pool, State
 from . import upstream
-from .appkeys import METRICS, POOL, SETTINGS
+from .appkeys import CLUSTER, METRICS, POOL, SETTINGS
+from .edge import read_json
 from .metrics import CONTENT_TYPE
 from .urls import public_host, session_urls
 
@@ -64,15 +64,7 @@ def _url(params: dict[str, Any]) -> str | None:
 async def _params(request: web.Request) -> dict[str, Any]:
     """Query parameters, overridden by a JSON object body when there is one."""
     params: dict[str, Any] = dict(request.query)
-    body = await request.read()  # client_max_size turns a huge body into 413 here
-    if body.strip():
-        try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise InvalidArgument(f"the body is not valid JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise InvalidArgument("the body must be a JSON object")
-        params.update(data)
+    params.update(await read_json(request, types=(dict,)) or {})
     return params
 
 
@@ -109,6 +101,16 @@ async def allocate(request: web.Request) -> web.Response:
         "framerate": _number(params, "framerate", int, 1, MAX_FRAMERATE),
     }
     public_host(request)  # an unusable Host fails before an instance is taken
+    cluster = request.app.get(CLUSTER)
+    if cluster is not None:  # placed on any node of the cluster, made by its owner
+        answer = await cluster.placement.allocate(
+            timeout, options, gone=lambda: request.transport is None
+            or request.transport.is_closing())
+        proxy_url, ws_url = session_urls(request, answer["session_id"])
+        return web.json_response({
+            "session_id": answer["session_id"], "proxy_url": proxy_url, "ws_url": ws_url,
+            "debugging_port": answer["debugging_port"], "expires_at": answer["expires_at"],
+            "timeout": answer["timeout"], "node": answer["node"]})
     lease = await request.app[POOL].acquire(timeout, **options)
     upstream.preconnect(request.app, lease)
     proxy_url, ws_url = session_urls(request, lease.session_id)
@@ -151,7 +153,14 @@ async def extend(request: web.Request) -> web.Response:
 
 @routes.get("/browsers")
 async def browsers(request: web.Request) -> web.Response:
-    pool = request.app[POOL]
+    cluster = request.app.get(CLUSTER)
+    if cluster is not None:  # every node's, each entry naming its node
+        return web.json_response(await cluster.browsers())
+    return web.json_response(local_browsers(request.app[POOL]))
+
+
+def local_browsers(pool: Pool) -> list[dict[str, Any]]:
+    """This node's instances (idle and leased), and leases that ended crashed."""
     out = []
     for slot in pool.slots():
         if slot.state in (State.IDLE, State.LEASED):
@@ -162,7 +171,7 @@ async def browsers(request: web.Request) -> web.Response:
             out.append(entry | {"state": slot.state.value})
     out += [lease_json(lease) | {"state": State.DEAD.value} for lease in pool.ended_leases()
             if lease.end_reason == EndReason.CRASHED]
-    return web.json_response(out)
+    return out
 
 
 @routes.get("/health")
@@ -170,8 +179,11 @@ async def health(request: web.Request) -> web.Response:
     pool = request.app[POOL]
     counts = pool.counts()
     status = "closing" if pool.closed else "degraded" if counts["degraded"] else "ok"
-    return web.json_response({"status": status, "pool": counts},
-                             status=200 if status == "ok" else 503)
+    body: dict[str, Any] = {"status": status, "pool": counts}
+    cluster = request.app.get(CLUSTER)
+    if cluster is not None:  # nodes up, capacity, used, queue length, as last heard
+        body["cluster"] = cluster.health()
+    return web.json_response(body, status=200 if status == "ok" else 503)
 
 
 @routes.get("/metrics")

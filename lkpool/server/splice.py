@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -42,7 +42,11 @@ MAX_RESPONSE_HEAD = 16 << 10
 
 
 class HandshakeFailed(ConnectionError):
-    pass
+    """The upstream refused the upgrade (`status`: its HTTP status, 0 when there was none)."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class Upstream(asyncio.Protocol):
@@ -59,15 +63,19 @@ class Upstream(asyncio.Protocol):
         self.closed = False
 
     @classmethod
-    async def open(cls, port: int, path: str, timeout: float) -> Upstream:
-        """Connects to 127.0.0.1:`port` and upgrades `path`; raises OSError or TimeoutError."""
+    async def open(cls, port: int, path: str, timeout: float, *, host: str = "127.0.0.1",
+                   host_header: str | None = None, headers: Mapping[str, str] | None = None
+                   ) -> Upstream:
+        """Connects to `host`:`port` (an instance's DevTools on 127.0.0.1, or another node
+        of the cluster) and upgrades `path`; raises OSError or TimeoutError."""
         loop = asyncio.get_running_loop()
         key = ws.new_key()
         async with asyncio.timeout(timeout):
-            _, up = await loop.create_connection(lambda: cls(key), "127.0.0.1", port)
+            _, up = await loop.create_connection(lambda: cls(key), host, port)
             try:
                 assert up.transport is not None
-                up.transport.write(ws.upgrade_request(f"127.0.0.1:{port}", path, key))
+                up.transport.write(ws.upgrade_request(host_header or f"{host}:{port}", path,
+                                                      key, headers))
                 await up.handshake
             except BaseException:
                 up.close()
@@ -95,7 +103,9 @@ class Upstream(asyncio.Protocol):
             try:
                 ws.check_upgrade(head, self._key)
             except ValueError as exc:
-                self.handshake.set_exception(HandshakeFailed(str(exc)))
+                code = head.split(b" ", 2)[1:2]
+                status = int(code[0]) if code and code[0].isdigit() else 0
+                self.handshake.set_exception(HandshakeFailed(str(exc), status))
                 return
             self.handshake.set_result(None)
             if not data:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -21,9 +21,19 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from ..errors import LkpoolError, UnknownSession
-from . import appkeys, inputs, loopback, view
+from .. import cursors
+from ..errors import (
+    FocusHeld,
+    InvalidArgument,
+    LkpoolError,
+    UnknownSession,
+    UnsupportedMediaType,
+)
+from ..focus import Focus
+from . import appkeys, edge, inputs, loopback, view
+from .edge import read_json
 from .frames import Broadcasters, FrameOptions, ViewerStats, send_frames
+from .outbox import Outbox
 
 logger = logging.getLogger(__name__)
 
@@ -41,12 +51,17 @@ def _dialog(dialog: Any) -> Any:
 PAGE_EVENTS: dict[str, Callable[[Any], dict[str, Any]]] = {
     "url_changed": lambda url: {"type": "url_changed", "url": url},
     "title_changed": lambda title: {"type": "title_changed", "title": title},
-    "cursor_changed": lambda cursor: {"type": "cursor_changed", "cursor": cursor},
+    "cursor_changed": lambda cursor: {"type": "cursor_changed", "cursor": cursors.css(cursor)},
     "dialog_opened": lambda dialog: {"type": "dialog_opened", **_dialog(dialog)},
     "dialog_closed": lambda accepted: {"type": "dialog_closed", "accepted": bool(accepted)},
 }
+# the input socket's messages that describe a state: only the newest of each waits for a
+# slow reader; others (acks, errors, dialogs) queue, at most MAX_QUEUED (server/outbox.py)
+COALESCED = frozenset({"state", "url_changed", "title_changed", "cursor_changed"})
+MAX_QUEUED = 1024
 WAITS_FOR_LOAD = frozenset({"navigate"})  # input events whose answer waits for a page load
 MAX_INPUT_MESSAGE = 64 * 1024
+_viewers = itertools.count(1)  # the live view's identities for the focus
 
 
 def _pool(request: web.Request) -> Any:
@@ -131,7 +146,7 @@ async def frames_ws(request: web.Request) -> web.WebSocketResponse:
             reason = await _lease_gone(lease)
 
         await _first_done(stream(), watch(), _drain(ws))
-    logger.debug("frames of %s: sent %d, skipped %d (%s)", lease.session_id[:8], stats.sent,
+    logger.debug("frames of %s: sent %d, skipped %d (%s)", lease.session_id[:6], stats.sent,
                  stats.skipped, reason)
     if not ws.closed:
         await ws.close(code=1001, message=f"lease ended: {reason}".encode()[:120])
@@ -158,14 +173,17 @@ async def input_ws(request: web.Request) -> web.WebSocketResponse:
     page = lease.page
     ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=MAX_INPUT_MESSAGE)
     await ws.prepare(request)
-    outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+    outbox = Outbox(coalesce=COALESCED, limit=MAX_QUEUED)
     touch = _Toucher(pool, lease.session_id)
+    # the live view is a person: its input takes the page's focus (free, or the agent's),
+    # which it keeps until it closes; someone else's focus refuses it (lkpool/focus.py)
+    focus, identity = Focus.of(page), f"view:{next(_viewers)}"
 
     listener_ids = [
-        page.on(name, lambda value, make=make: outbox.put_nowait(make(value)))
+        page.on(name, lambda value, make=make: outbox.put(make(value)))
         for name, make in PAGE_EVENTS.items()
     ]
-    await outbox.put(_state(page))
+    outbox.put(_state(page))
 
     async def writer() -> None:
         while (msg := await outbox.get()) is not None:
@@ -178,21 +196,23 @@ async def input_ws(request: web.Request) -> web.WebSocketResponse:
         try:
             await apply(page)
         except (LkpoolError, ValueError) as exc:
-            await outbox.put(inputs.error_message(exc, event))
+            outbox.put(inputs.error_message(exc, event))
             return
         if isinstance(event, dict) and "id" in event:
-            await outbox.put({"type": "ack", "id": event["id"]})
+            outbox.put({"type": "ack", "id": event["id"]})
 
     async def on_message(text: str) -> None:
         event: Any = None
         try:
             try:
-                event = json.loads(text)
-            except ValueError as exc:
+                event = edge.loads(text)
+            except InvalidArgument as exc:
                 raise inputs.InvalidEvent(f"not JSON: {exc}") from None
             apply = inputs.parse(event, page)
+            if not focus.request(identity):
+                raise FocusHeld(f"{focus.holder} has the focus of this page")
         except (LkpoolError, ValueError) as exc:
-            await outbox.put(inputs.error_message(exc, event))
+            outbox.put(inputs.error_message(exc, event))
             return
         touch()
         if event.get("type") not in WAITS_FOR_LOAD:
@@ -209,19 +229,24 @@ async def input_ws(request: web.Request) -> web.WebSocketResponse:
 
     async def watch() -> None:
         reason = await _lease_gone(lease)
-        await outbox.put({"type": "closed", "reason": reason})
-        await outbox.put(None)
+        outbox.end({"type": "closed", "reason": reason})
         await asyncio.Event().wait()  # the writer ends the exchange
 
     try:
-        await _first_done(writer(), watch(), _drain(ws, on_message))
+        await _first_done(writer(), watch(), _drain(ws, on_message), outbox.wait_overflow())
     finally:
         for task in loads:
             task.cancel()
         await asyncio.gather(*loads, return_exceptions=True)
         for cb_id in listener_ids:
             page.off(cb_id)
-    if not ws.closed:
+        focus.release(identity)
+    if outbox.overflowed:
+        logger.info("input socket of %s… closed: its reader stayed behind",
+                    lease.session_id[:6])
+        await ws.close(code=1008, message=f"the reader stayed behind (over {MAX_QUEUED} "
+                                          "messages waiting)".encode())
+    elif not ws.closed:
         await ws.close(code=1001, message=b"lease ended")
     return ws
 
@@ -231,8 +256,10 @@ async def input_post(request: web.Request) -> web.Response:
     lease = _lease(request)
     page = lease.page
     try:
-        body = await request.json()
-    except ValueError as exc:
+        body = await read_json(request, types=(dict, list))
+    except UnsupportedMediaType:
+        raise
+    except InvalidArgument as exc:
         return web.json_response(inputs.error_message(inputs.InvalidEvent(f"not JSON: {exc}")),
                                  status=400)
     events = body if isinstance(body, list) else [body]

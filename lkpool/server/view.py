@@ -2,8 +2,8 @@
 
 No build step and no external assets: each page is one file in `static/` with its script inline,
 read on each request (they are small, and an edit shows without a restart). The view talks to the
-frames and input sockets of its own session (their URLs are relative), so it works behind any
-prefix and with `?token=`.
+frames and input sockets of its own session (their URLs are relative, and carry no token: under
+/session/{id}/ the session id is the capability), so it works behind any prefix.
 """
 
 from __future__ import annotations
@@ -18,10 +18,17 @@ STATIC = Path(__file__).with_name("static")
 PAGES = {"view": "view.html", "index": "index.html"}
 _HEADERS = {
     "Cache-Control": "no-store",
-    # the pages only ever talk to this server
+    # the pages only ever talk to this server, and no other site may frame them (a framed
+    # view could be clicked through by the site around it)
     "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; "
                                "style-src 'self' 'unsafe-inline'; "
-                               "script-src 'self' 'unsafe-inline'; connect-src 'self' ws: wss:",
+                               "script-src 'self' 'unsafe-inline'; connect-src 'self'; "
+                               "frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    "X-Frame-Options": "DENY",
+    # links out of a page (there are none, but a session id is in the view's own URL) and
+    # its requests send no Referer
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
 }
 
 

@@ -116,7 +116,8 @@ async def test_proxy_refusals_and_size_limits(small) -> None:
                 assert status in (400, 404) and "error" in err, (fake, status, err)
             for path in (f"/session/{sid}/json/../version", f"/session/{sid}/../browsers",
                          f"/session/{sid}/devtools/../json/version"):
-                status, _ = await _raw(srv, f"GET {path} HTTP/1.1\r\nHost: x\r\n")
+                status, _ = await _raw(srv, f"GET {path} HTTP/1.1\r\n"
+                                            f"Host: {srv.base.removeprefix('http://')}\r\n")
                 assert status in (400, 404), (path, status)
             # absolute-form request targets and Host headers naming the decoy
             for target in (f"http://{decoy_host}/session/{sid}/json/version",

@@ -1,0 +1,95 @@
+"""The node-to-node endpoints, under /_cluster/, each needing CLUSTER_SECRET.
+
+    POST /_cluster/acquire    make the lease of a session placed on this node
+    GET  /_cluster/browsers   this node's instances and leases, for GET /browsers anywhere
+    POST /_cluster/drain      no more placements here (Kubernetes' preStop), its leases
+                              carry on until they end; answers how many are left
+
+Their middleware runs before TOKEN auth: the secret replaces the token here and nowhere
+else, so these endpoints are no way around it (a request without the secret gets 403, and
+nothing under /_cluster/ answers when the node is not in a cluster). A forwarded request
+that carries the secret may also say which scheme the client used (X-Forwarded-Proto).
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from ..config import MAX_FRAMERATE, MAX_HEIGHT, MAX_WIDTH
+from ..errors import InvalidArgument, LkpoolError
+
+if TYPE_CHECKING:
+    from .node import Cluster
+
+SECRET_HEADER = "X-Lkpool-Cluster-Secret"
+PREFIX = "/_cluster/"
+
+
+class Forbidden(LkpoolError):
+    code = "forbidden"
+    status = 403
+
+
+def from_peer(request: web.Request, secret: str) -> bool:
+    """True when the request carries the cluster's secret (a node forwarded it)."""
+    given = request.headers.get(SECRET_HEADER, "")
+    return bool(secret) and hmac.compare_digest(given.encode(), secret.encode())
+
+
+def middleware(cluster: Cluster) -> Any:
+    @web.middleware
+    async def internal_middleware(request: web.Request, handler: Handler
+                                  ) -> web.StreamResponse:
+        if from_peer(request, cluster.settings.cluster_secret):
+            proto = request.headers.get("X-Forwarded-Proto", "")
+            if proto in ("http", "https") and proto != request.scheme:
+                request = request.clone(scheme=proto)
+        if not request.path.startswith(PREFIX):
+            return await handler(request)
+        if not from_peer(request, cluster.settings.cluster_secret):
+            raise Forbidden("node-to-node endpoint: the cluster secret is needed")
+        route_handler = request.match_info.handler  # past TOKEN auth: the secret stands in
+        return await route_handler(request)
+    return internal_middleware
+
+
+def _option(body: dict[str, Any], name: str, lo: float, hi: float) -> Any:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
+        raise InvalidArgument(f"{name} out of range: {value!r}")
+    return value
+
+
+def routes(cluster: Cluster) -> list[web.RouteDef]:
+    async def acquire(request: web.Request) -> web.Response:
+        body = await request.json()
+        if not isinstance(body, dict) or not isinstance(body.get("session_id"), str):
+            raise InvalidArgument("a JSON object with a session_id is needed")
+        options = {"url": body.get("url"),
+                   "width": _option(body, "width", 1, MAX_WIDTH),
+                   "height": _option(body, "height", 1, MAX_HEIGHT),
+                   "framerate": _option(body, "framerate", 1, MAX_FRAMERATE)}
+        if options["url"] is not None and not isinstance(options["url"], str):
+            raise InvalidArgument("url must be a string")
+        timeout = _option(body, "timeout", 0.001, cluster.settings.max_lease_timeout)
+        wait = _option(body, "wait", 0, cluster.settings.max_lease_timeout) or 0.0
+        answer = await cluster.placement.make_local(body["session_id"], timeout, options,
+                                                    wait)
+        return web.json_response(answer)
+
+    async def browsers(request: web.Request) -> web.Response:
+        return web.json_response(cluster.local_browsers())
+
+    async def drain(request: web.Request) -> web.Response:
+        await cluster.drain()
+        return web.json_response({"state": cluster.registry.state,
+                                  "leases": len(cluster.registry.pool.list())})
+
+    return [web.post(PREFIX + "acquire", acquire), web.get(PREFIX + "browsers", browsers),
+            web.post(PREFIX + "drain", drain)]
