@@ -80,7 +80,7 @@ async def measure(server_pid: int, seconds: float) -> dict[str, float]:
     procs = {pid: psutil.Process(pid) for pid in roles}
     pulse = _pulseaudio()
     before = {pid: _cpu(p) for pid, p in procs.items()}
-    pulse_before = sum(_cpu(p) for p in pulse)
+    pulse_before = {p.pid: _cpu(p) for p in pulse}
     loop = asyncio.get_running_loop()
     started = loop.time()
     await asyncio.sleep(seconds)
@@ -88,7 +88,9 @@ async def measure(server_pid: int, seconds: float) -> dict[str, float]:
     out: dict[str, float] = defaultdict(float)
     for pid, proc in procs.items():
         out[roles[pid]] += (_cpu(proc) - before[pid]) / wall * 100
-    out["pulseaudio"] = (sum(_cpu(p) for p in pulse) - pulse_before) / wall * 100
+    # a daemon that exited meanwhile (another user's restarted it) counts for nothing
+    out["pulseaudio"] = sum(max(0.0, _cpu(p) - pulse_before[p.pid]) for p in pulse
+                            if p.is_running()) / wall * 100
     return out
 
 
