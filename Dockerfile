@@ -5,11 +5,13 @@ FROM python:3.12-slim-bookworm
 
 # Debian's Chromium; Xvfb for the x11 capture mode (each instance starts its own display);
 # PulseAudio for page audio; fonts so pages render text and emoji; tini reaps the
-# orphans a crashed browser can leave behind PID 1.
+# orphans a crashed browser can leave behind PID 1; bubblewrap, slirp4netns and passt for each
+# instance's sandbox (README, Isolation: it needs user namespaces, which Docker's default
+# seccomp profile refuses; see README, Docker).
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
-        chromium xvfb pulseaudio pulseaudio-utils tini ca-certificates \
+        chromium xvfb pulseaudio pulseaudio-utils tini ca-certificates bubblewrap slirp4netns passt \
         fonts-liberation fonts-dejavu-core fonts-noto-color-emoji fonts-noto-cjk \
     && rm -rf /var/lib/apt/lists/*
 

@@ -46,8 +46,10 @@ def _role(pid: int, browser_pid: int | None, child_pid: int) -> str:
         return "gone"
     if name == "Xvfb":
         return "xvfb"
-    if name == "parec":
-        return "parec"
+    if name in ("parec", "pulseaudio"):
+        return name
+    if name in ("bwrap", "pasta", "passt.avx2", "passt"):
+        return "sandbox"
     return "chromium"
 
 
@@ -64,7 +66,9 @@ async def measure_pool(settings: Settings, count: int, settle: float
             totals: dict[str, float] = defaultdict(float)
             for slot in pool.slots():
                 ctx = slot.context
-                for pid in group_pids(ctx.pid):
+                # the tree too: a sandboxed Chromium runs in a session of its own (bwrap
+                # --new-session), outside the child's process group
+                for pid in sorted(set(group_pids(ctx.pid)) | set(tree_pids(ctx.pid))):
                     totals[_role(pid, ctx.browser_pid, ctx.pid)] += pss_kb(pid) / 1024
             n = len(pool.slots())
             # the forkserver that forks every child exists for the instances: its share too

@@ -6,8 +6,8 @@ A real `lkpool serve` (subprocess, the default settings: x11 capture, audio) kee
 instances idle on about:blank; once they are all up and settled, the CPU time of every
 process under the server is read over `--seconds` and split by role: the server (its event
 loop: health checks, lease and scale-down passes) and, per instance, its child, Xvfb, the
-audio reader (parec) and Chromium (all its processes). The shared PulseAudio daemon is
-shown apart: its sinks' clocks tick for every instance whose monitor someone reads.
+audio reader (parec), its PulseAudio daemon and Chromium (all its processes). A shared
+PulseAudio daemon (as before the sandbox) is shown apart.
 The baseline is a bare headless Chromium on about:blank (same binary and flags), measured
 over the same seconds in the same rounds. Targets: <= 0.3% of a core per idle instance,
 <= 0.5% for the server.
@@ -64,6 +64,8 @@ def _roles(server_pid: int) -> dict[int, str]:
             out[pid] = "xvfb"
         elif name == "parec":
             out[pid] = "audio reader"
+        elif name == "pulseaudio":  # one daemon per instance, in its group (the sandbox)
+            out[pid] = "audio daemon"
         else:
             out[pid] = "chromium"
     return out
@@ -136,7 +138,7 @@ async def run(warm: int = 4, seconds: float = 20.0, rounds: int = 2) -> list[Row
     by_role = {role: min(r.get(role, 0.0) for r in found) for r in found for role in r}
     baseline = min(bare)
     per = {role: by_role.get(role, 0.0) / warm
-           for role in ("child", "xvfb", "audio reader", "chromium")}
+           for role in ("child", "xvfb", "audio reader", "audio daemon", "chromium")}
     instance = sum(per.values())
     server = by_role.get("server", 0.0) + by_role.get("forkserver", 0.0)
     parts = ", ".join(f"{k} {v:.2f}" for k, v in per.items())

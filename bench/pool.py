@@ -41,7 +41,7 @@ from playwright.async_api import async_playwright
 from lkpool import profiles as profile_folders
 from lkpool.client import APIClient
 from lkpool.config import Settings
-from lkpool.proc.chromium import BASE_FLAGS
+from lkpool.proc.chromium import BASE_FLAGS, NO_SANDBOX
 from tests.support.pages import serve_pages
 
 PAGE = ("<html><head><title>bench</title></head><body style='margin:0;font:40px sans-serif;"
@@ -173,7 +173,8 @@ async def cold_launch(chromium: str, http: aiohttp.ClientSession) -> float:
     profile = tempfile.mkdtemp(prefix="bench-cold-")
     started = time.perf_counter()
     proc = await asyncio.create_subprocess_exec(
-        chromium, *BASE_FLAGS, "--headless=new", f"--window-size={WIDTH},{HEIGHT}",
+        # the baseline is a plain launch, as before the sandbox: as root it needs --no-sandbox
+        chromium, *BASE_FLAGS, NO_SANDBOX, "--headless=new", f"--window-size={WIDTH},{HEIGHT}",
         "--remote-debugging-port=0", f"--user-data-dir={profile}", "about:blank",
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
         start_new_session=True)  # its group: no helper outlives it writing into the profile
@@ -294,7 +295,7 @@ async def screenshots(srv: Served, http: aiohttp.ClientSession, settings: Settin
 
         async def launch_per_job() -> int:
             browser = await pw.chromium.launch(executable_path=settings.chromium_path,
-                                               args=BASE_FLAGS)
+                                               args=[*BASE_FLAGS, NO_SANDBOX])
             try:
                 page = await browser.new_page(viewport={"width": WIDTH, "height": HEIGHT})
                 await page.goto(url)

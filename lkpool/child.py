@@ -135,16 +135,13 @@ class ChildProcess:
             return self._proc.exitcode
         return None
 
-    async def unload_sinks(self) -> None:
-        """Unloads the null sinks of a child that could not do it itself (it was killed,
-        or its start was cut short before it named its sink). They are named after the
-        child's pid; idempotent."""
-        if not self.pid:
-            return
-        with contextlib.suppress(Exception):
-            from .proc.audio import unload_sinks_of
+    async def remove_leftovers(self, display: str) -> None:
+        """What a child that was killed could not remove itself: its Xvfb's socket and lock
+        in /tmp/.X11-unix (only when that Xvfb is gone). Idempotent."""
+        if display:
+            from .proc.display import remove_display_files
 
-            await asyncio.to_thread(unload_sinks_of, self.pid)
+            await asyncio.to_thread(remove_display_files, display)
 
 
 def _group_alive(pgid: int) -> bool:

@@ -98,6 +98,15 @@ class Settings:
     screen_height: int = _knob(1080, "tallest page shown on the X screen, as SCREEN_WIDTH",
                                min=0, max=MAX_HEIGHT)
     audio: bool = _knob(True, "capture each instance's audio through PulseAudio")
+    # isolation of leases (proc/sandbox.py): what a lease's browser may reach on the host
+    sandbox: bool = _knob(True, "run each Chromium in its own user, mount, pid and network "
+                          "namespaces (bubblewrap + pasta); off only where the kernel forbids "
+                          "them, and then a lease reaches the host")
+    allow_host_ports: str = _knob("", "host loopback TCP ports a lease may reach at "
+                                  "http://127.0.0.1:<port>/, comma separated (a-b for a range); "
+                                  "no other host port is reachable from a sandbox")
+    download_max_bytes: int = _knob(256 << 20, "bytes a lease may download before its "
+                                    "downloads are cancelled", min=0)
     max_body_bytes: int = _knob(1 << 20, "largest HTTP request body", min=1024)
     max_ws_message_bytes: int = _knob(64 << 20, "largest WebSocket message", min=1024)
     livekit_url: str = _knob("", "LiveKit server for publishing")
@@ -133,6 +142,7 @@ class Settings:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             _validate(f, getattr(self, f.name))
+        host_ports(self.allow_host_ports)  # raises ConfigError on a bad list
         if self.public_url and urlsplit(self.public_url).scheme not in ("http", "https"):
             raise ConfigError(f"PUBLIC_URL={self.public_url!r} must be an http(s):// URL")
         if self.redis_url and not self.cluster_secret:
@@ -203,6 +213,23 @@ def _validate(f: dataclasses.Field, value: Any) -> None:
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         rng = f"{lo}..{hi}" if hi is not None else f">= {lo}"
         raise ConfigError(f"{name}={value!r} is out of range ({rng})")
+
+
+def host_ports(spec: str) -> tuple[int, ...]:
+    """ALLOW_HOST_PORTS as sorted, distinct ports: "8080,9000-9009" -> (8080, 9000, ...)."""
+    ports: set[int] = set()
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        lo, _, hi = part.partition("-")
+        try:
+            first, last = int(lo), int(hi or lo)
+        except ValueError:
+            raise ConfigError(f"ALLOW_HOST_PORTS={spec!r}: {part!r} is not a port or a "
+                              "range a-b") from None
+        if not 1 <= first <= last <= 65535 or last - first >= 1024:
+            raise ConfigError(f"ALLOW_HOST_PORTS={spec!r}: {part!r} is out of range "
+                              "(1..65535, at most 1024 ports a range)")
+        ports.update(range(first, last + 1))
+    return tuple(sorted(ports))
 
 
 def fields() -> tuple[dataclasses.Field, ...]:

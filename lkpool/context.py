@@ -224,11 +224,9 @@ class BrowserContext(EventEmitter[ContextEvent]):
         # 4. pages: unlink shared memory (the parent owns it), tell listeners
         for page in list(self._pages.values()):
             page._mark_closed(reason)
-        # 5. the PulseAudio sinks, when the child could not unload them itself: after a crash,
-        #    after a close that had to kill a stuck child, after a start cut short before
-        #    ContextReady named the sink.
-        if self.settings.audio:
-            await self._child.unload_sinks()
+        # 5. what a killed child could not remove itself: its Xvfb's socket and lock in /tmp
+        #    (the instance's PulseAudio daemon, a process of its group, went with it)
+        await self._child.remove_leftovers(self._ready.display if self._ready else "")
         # 6. the profile folder
         if self.profile_dir:
             await asyncio.to_thread(profiles.remove, self.profile_dir)

@@ -2,13 +2,18 @@
 reset (opt-in, the object-pool model: `MAX_REUSABLE` uses, `EXPIRES` seconds of age, and a
 `check_invalid(stats)` hook that can veto reuse).
 
-Reuse is off by default because a reset is best effort: a fresh `--user-data-dir` is the only
-way to be sure nothing of one session reaches the next.
+Reuse is off by default: a fresh `--user-data-dir` is the surest way that nothing of one
+session reaches the next. A reset clears everything a session can leave that we know of
+(tests/security/test_sandbox_reuse.py plays a session that leaves one of each), and fails,
+so that the instance is replaced, the moment any step of it fails.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -57,17 +62,52 @@ def origin_of(url: str) -> str | None:
     return None
 
 
+# Chromium's on-disk stores key their records by origin ("META:https://a.example", folder
+# names such as "https_a.example_0.indexeddb.leveldb"): the origins a session stored
+# anything under, whether or not the pool saw a page of theirs (an iframe, a popup since
+# closed, a navigation between two health checks)
+STORES = ("Local Storage", "Session Storage", "IndexedDB", "Service Worker", "Storage",
+          "File System", "shared_proto_db", "WebStorage", "blob_storage")
+ORIGIN_IN_TEXT = re.compile(rb"(https?)://([A-Za-z0-9.\-]+(?::[0-9]{1,5})?|\[[0-9a-fA-F:.]+\]"
+                            rb"(?::[0-9]{1,5})?)")
+ORIGIN_IN_NAME = re.compile(r"^(https?)_(.+)_(\d+)\.(?:indexeddb|localstorage)")
+MAX_SCAN_BYTES = 8 << 20
+
+
+def stored_origins(profile: str) -> set[str]:
+    """The http(s) origins named in the profile's storage folders (best effort)."""
+    found: set[str] = set()
+    default = os.path.join(profile, "Default")
+    for store in STORES:
+        for folder, _dirs, files in os.walk(os.path.join(default, store)):
+            if (m := ORIGIN_IN_NAME.match(os.path.basename(folder))) is not None:
+                scheme, host, port = m.groups()
+                found.add(f"{scheme}://{host}" + (f":{port}" if port != "0" else ""))
+            for name in files:
+                try:
+                    with open(os.path.join(folder, name), "rb") as f:
+                        data = f.read(MAX_SCAN_BYTES)
+                except OSError:
+                    continue
+                for hit in ORIGIN_IN_TEXT.finditer(data):
+                    found.add(f"{hit.group(1).decode()}://{hit.group(2).decode().lower()}")
+    return found
+
+
 async def reset_browser(port: int, origins: set[str], timeout: float,
                         browser_path: str | None = None, downloads: str | None = None) -> None:
-    """Clears what a session left in a browser through its browser-level CDP endpoint, once
-    the primary page shows about:blank: other tabs closed, cookies cleared, the storage
-    of every origin seen cleared, and downloads sent to `downloads` again (a client may
-    have sent them elsewhere; the caller empties that folder). `browser_path` (known from
-    the instance's start) saves a /json/version round trip. Each clearing step is best
-    effort: Chromium answers `Storage.clearDataForOrigin` with "Internal error" for storage
-    types an origin never used, having cleared the others. A browser that stops answering
-    fails the reset."""
-    from .proc.cdp import CDPClosed, CDPConnection, CDPError, CDPTimeout
+    """Clears what a session left in a browser, once the primary page shows about:blank,
+    so that the next lease finds what a fresh instance has: every other target closed
+    (tabs, popups, workers), every permission granted reset, cookies, cache, and the
+    storage of every origin seen or found in the profile's stores (`stored_origins`),
+    service workers included, cleared through the primary page's session (on the
+    browser's own session Chromium answers `Storage.clearDataForOrigin` with "Internal
+    error" and clears nothing), the page's history (and so its back-forward cache, whose
+    pages keep renderers alive) forgotten, and downloads sent to `downloads` again (a
+    client may have sent them elsewhere; the caller empties that folder; the profile is
+    its parent). Every step must succeed: any error fails the reset, and the pool then
+    replaces the instance rather than hand out a half-cleaned one."""
+    from .proc.cdp import CDPConnection
     from .proc.chromium import browser_ws_url
 
     url = (f"ws://127.0.0.1:{port}{browser_path}" if browser_path
@@ -76,28 +116,58 @@ async def reset_browser(port: int, origins: set[str], timeout: float,
         raise ConnectionError(f"the instance's DevTools on port {port} does not answer")
     async with await CDPConnection.connect(url, timeout) as cdp:
 
-        async def step(method: str, **params: Any) -> None:
-            try:
-                await cdp.send(method, params, timeout=timeout)
-            except (CDPTimeout, CDPClosed):
-                raise
-            except CDPError as exc:
-                logger.debug("reset: %s", exc)
+        async def send(method: str, session: str | None = None, **params: Any) -> Any:
+            return await cdp.send(method, params, session_id=session, timeout=timeout)
 
-        targets = (await cdp.send("Target.getTargets", timeout=timeout))["targetInfos"]
-        for t in targets:
-            if t.get("type") != "page":
-                continue
-            if (origin := origin_of(t.get("url", ""))) is not None:
-                origins.add(origin)
-            # "" is a page whose navigation has not committed: the primary page on its way
-            # to about:blank (navigate answers before that commit). Closing it would close
-            # the last tab, and Chromium quits with it.
-            if t.get("url") not in ("about:blank", ""):
-                await step("Target.closeTarget", targetId=t["targetId"])
-        await step("Storage.clearCookies")
-        if downloads:
-            await step("Browser.setDownloadBehavior", behavior="allow", downloadPath=downloads)
-        for origin in sorted(origins):
-            await step("Storage.clearDataForOrigin", origin=origin, storageTypes="all")
+        primary = await _close_all_but_the_primary_page(send, origins)
+        session = (await send("Target.attachToTarget", targetId=primary,
+                              flatten=True))["sessionId"]
+        try:
+            await send("Browser.resetPermissions")
+            await send("Storage.clearCookies")
+            await send("Network.clearBrowserCache", session)
+            await send("Network.clearBrowserCookies", session)
+            if downloads:
+                origins |= await asyncio.to_thread(stored_origins, os.path.dirname(downloads))
+            for origin in sorted(origins):
+                await send("Storage.clearDataForOrigin", session, origin=origin,
+                           storageTypes="all")
+            await send("Page.resetNavigationHistory", session)
+            if downloads:
+                await send("Browser.setDownloadBehavior", behavior="allow",
+                           downloadPath=downloads, eventsEnabled=True)
+        finally:
+            await send("Target.detachFromTarget", sessionId=session)
+        left = [t for t in (await send("Target.getTargets"))["targetInfos"]
+                if t["targetId"] != primary and t.get("type") in RESET_CLOSES]
+        if left:
+            raise RuntimeError("targets survived the reset: "
+                               + ", ".join(f"{t['type']} {t.get('url', '')}" for t in left))
+
+
+# target types a reset closes: everything a session can leave running but the primary page
+RESET_CLOSES = ("page", "iframe", "service_worker", "shared_worker", "worker", "other",
+                "background_page", "webview")
+
+
+async def _close_all_but_the_primary_page(send, origins: set[str]) -> str:
+    """Closes every target but the primary page (the one at about:blank, which must stay:
+    closing the last tab would quit Chromium) and returns the primary page's id. A service
+    worker closed here may come back until its registration is cleared below: the check
+    at the end of the reset catches one that does."""
+    targets = (await send("Target.getTargets"))["targetInfos"]
+    primary = None
+    for t in targets:
+        if (origin := origin_of(t.get("url", ""))) is not None:
+            origins.add(origin)
+        # "" is a page whose navigation has not committed: the primary page on its way
+        # to about:blank (navigate answers before that commit)
+        if primary is None and t.get("type") == "page" and t.get("url") in ("about:blank", ""):
+            primary = t["targetId"]
+    if primary is None:
+        raise RuntimeError("no page at about:blank to keep")
+    for t in targets:
+        if t["targetId"] != primary and t.get("type") in RESET_CLOSES:
+            await send("Target.closeTarget", targetId=t["targetId"])
+    return primary
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -10,8 +11,10 @@ import pytest
 
 from lkpool.config import Settings
 from tests.support import leaks
+from tests.support.pages import ALLOW_HOST_PORTS
 
-pytest_plugins = ["tests.support.cef"]  # the CEF stand-in fixtures
+pytest_plugins = ["tests.support.cef",  # the CEF stand-in fixtures
+                  "tests.security.sandbox_support"]  # the sandbox attacks' fixtures
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -21,6 +24,8 @@ def pytest_configure(config: pytest.Config) -> None:
         subprocess.run(["pulseaudio", "--start", "--exit-idle-time=-1"],
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
     leaks.become_subreaper()
+    # servers the tests start as processes read it from the environment
+    os.environ["ALLOW_HOST_PORTS"] = ALLOW_HOST_PORTS
 
 
 @pytest.fixture
@@ -33,8 +38,8 @@ def profile_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def settings(profile_dir: Path) -> Settings:
     """Settings for tests: a private profile folder, quick health checks."""
-    return Settings(chromium_profile_base_dir=str(profile_dir), health_check_interval=0.5,
-                    num_warm=1, max_instances=3, acquire_timeout=2.0)
+    return Settings(allow_host_ports=ALLOW_HOST_PORTS, chromium_profile_base_dir=str(profile_dir),
+                    health_check_interval=0.5, num_warm=1, max_instances=3, acquire_timeout=2.0)
 
 
 @pytest.fixture(autouse=True)

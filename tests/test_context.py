@@ -22,7 +22,7 @@ from lkpool.errors import (
     PageError,
     RequestTimeout,
 )
-from tests.support.pages import CLICKS, serve_pages, solid
+from tests.support.pages import ALLOW_HOST_PORTS, CLICKS, serve_pages, solid
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -53,7 +53,8 @@ async def site():
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def ctx(tmp_path_factory):
-    settings = Settings(chromium_profile_base_dir=str(tmp_path_factory.mktemp("profiles")))
+    settings = Settings(allow_host_ports=ALLOW_HOST_PORTS,
+                        chromium_profile_base_dir=str(tmp_path_factory.mktemp("profiles")))
     async with BrowserContext(dev_mode=False, settings=settings) as ctx:
         yield ctx
 
@@ -148,7 +149,8 @@ async def test_screencast_of_a_page_made_at_about_blank(tmp_path) -> None:
     """The pool makes its warm pages at about:blank. In screencast mode, Chromium refuses a
     screencast while the fresh tab still commits its start-up about:blank; the capture
     retries, so the page paints once its content changes."""
-    settings = Settings(chromium_profile_base_dir=str(tmp_path / "profiles"), audio=False,
+    settings = Settings(allow_host_ports=ALLOW_HOST_PORTS,
+                        chromium_profile_base_dir=str(tmp_path / "profiles"), audio=False,
                         capture="screencast")
     async with BrowserContext(dev_mode=False, settings=settings) as ctx:
         page = await ctx.new_page(url="about:blank", width=320, height=240)
@@ -319,7 +321,8 @@ async def test_playwright_sees_the_same_page(ctx, site) -> None:
 
 async def test_sigkill_of_chromium_fails_pending_calls(tmp_path, site) -> None:
     """Killing Chromium fails a pending call with InstanceCrashed and the context cleans up."""
-    settings = Settings(chromium_profile_base_dir=str(tmp_path / "profiles"))
+    settings = Settings(allow_host_ports=ALLOW_HOST_PORTS,
+                        chromium_profile_base_dir=str(tmp_path / "profiles"))
     ctx = BrowserContext(dev_mode=False, settings=settings)
     await ctx.initialize()
     try:
@@ -342,7 +345,8 @@ async def test_sigkill_of_chromium_fails_pending_calls(tmp_path, site) -> None:
 
 async def test_missing_chromium_is_a_clear_error(tmp_path) -> None:
     """A missing binary names itself and what to install; nothing is left behind."""
-    settings = Settings(chromium_profile_base_dir=str(tmp_path / "profiles"),
+    settings = Settings(allow_host_ports=ALLOW_HOST_PORTS,
+                        chromium_profile_base_dir=str(tmp_path / "profiles"),
                         chromium_path="/nonexistent/chromium")
     ctx = BrowserContext(dev_mode=False, settings=settings)
     with pytest.raises(BrowserStartError, match="apt-get install"):
@@ -354,7 +358,8 @@ async def test_missing_chromium_is_a_clear_error(tmp_path) -> None:
 async def test_cancelled_start_leaves_nothing(tmp_path) -> None:
     """Cancelling initialize() part-way stops the half-started child; nothing is left (a start
     that won the race is simply closed)."""
-    settings = Settings(chromium_profile_base_dir=str(tmp_path / "profiles"))
+    settings = Settings(allow_host_ports=ALLOW_HOST_PORTS,
+                        chromium_profile_base_dir=str(tmp_path / "profiles"))
     for delay in (0.0, 0.05, 0.3):
         ctx = BrowserContext(dev_mode=False, settings=settings)
         task = asyncio.create_task(ctx.initialize())
@@ -429,7 +434,8 @@ async def _pixel_at(page, x: int, y: int, want: list[int], size: tuple[int, int]
 async def test_page_larger_than_the_x11_screen(tmp_path, site) -> None:
     """A page larger than Xvfb's screen is still rendered (by screencast), and resizing it to
     fit the screen and back keeps the frames right at each size."""
-    settings = Settings(chromium_profile_base_dir=str(tmp_path / "profiles"), audio=False)
+    settings = Settings(allow_host_ports=ALLOW_HOST_PORTS,
+                        chromium_profile_base_dir=str(tmp_path / "profiles"), audio=False)
     async with BrowserContext(dev_mode=False, settings=settings) as ctx:
         page = await ctx.new_page(url=f"{site}/green", width=2560, height=1440)
         for size, css, bgra in [((2560, 1440), None, [0, 255, 0, 255]),
@@ -453,7 +459,8 @@ async def test_instances_outlive_the_forkserver(tmp_path) -> None:
 
     from lkpool.proc.main import WATCHDOG_PERIOD
 
-    settings = Settings(chromium_profile_base_dir=str(tmp_path / "profiles"), audio=False,
+    settings = Settings(allow_host_ports=ALLOW_HOST_PORTS,
+                        chromium_profile_base_dir=str(tmp_path / "profiles"), audio=False,
                         capture="screencast")
     async with BrowserContext(dev_mode=False, settings=settings) as ctx:
         server = forkserver._forkserver._forkserver_pid
@@ -502,9 +509,10 @@ async def test_a_script_needs_no_main_guard(tmp_path) -> None:
 async def test_the_end_removes_chromiums_singleton_folder(tmp_path, end) -> None:
     """Chromium keeps its process-singleton socket in a folder of its own in /tmp, linked
     from the profile; its browser is killed with the group, so lkpool removes the folder
-    with the profile, whether the context was closed or its child died."""
-    settings = Settings(chromium_profile_base_dir=str(tmp_path / "profiles"), audio=False,
-                        capture="screencast")
+    with the profile, whether the context was closed or its child died. (Without the
+    sandbox: a sandboxed Chromium's /tmp is its own, see the next test.)"""
+    settings = Settings(sandbox=False, chromium_profile_base_dir=str(tmp_path / "profiles"),
+                        audio=False, capture="screencast")
     ctx = BrowserContext(dev_mode=False, settings=settings)
     await ctx.initialize()
     try:
@@ -522,3 +530,13 @@ async def test_the_end_removes_chromiums_singleton_folder(tmp_path, end) -> None
         await ctx.aclose()
     assert not os.path.exists(ctx.profile_dir)
     assert not os.path.exists(folder)
+
+
+async def test_a_sandboxed_chromium_leaves_nothing_in_the_hosts_tmp(tmp_path) -> None:
+    """A sandboxed Chromium's /tmp is private: its singleton folder is not in the host's."""
+    settings = Settings(chromium_profile_base_dir=str(tmp_path / "profiles"), audio=False,
+                        capture="screencast")
+    async with BrowserContext(dev_mode=False, settings=settings) as ctx:
+        folder = os.path.dirname(os.readlink(os.path.join(ctx.profile_dir, "SingletonSocket")))
+        assert os.path.basename(folder).startswith("org.chromium.Chromium.")
+        assert not os.path.exists(folder)

@@ -1,9 +1,14 @@
-"""Audio of one instance: a PulseAudio null sink that Chromium plays into (PULSE_SINK), whose
-monitor `parec` reads as 48 kHz stereo s16le; cut into 10 ms frames with a pts.
+"""Audio of one instance: a PulseAudio daemon of its own with one null sink that Chromium
+plays into, whose monitor `parec` reads as 48 kHz stereo s16le; cut into 10 ms frames with
+a pts.
 
-The sink is a module loaded into the shared PulseAudio daemon, so only we can unload it: the
-child does it on every exit path it controls (`aclose`, also from the watchdog and the
-crash path). A sink is named after the child's pid, so a leftover one says whose it was.
+A daemon per instance, not a sink in a shared daemon: a PulseAudio client may open any
+source of its daemon, so with one daemon every lease could record every other lease's
+sink monitor (and, through `getUserMedia`, a page could). The daemon's only socket is in the
+instance's profile folder, which only this instance's sandbox sees; it is started with no
+default configuration (`-n`), two modules, and the allow-listed environment. It is in the
+child's process group, so the child's sweep ends it on every path. About 3 MB and 50 ms.
+The sink keeps a name that says whose it is (`lkpool_<child pid>_<n>`).
 """
 
 from __future__ import annotations
@@ -13,8 +18,12 @@ import itertools
 import logging
 import os
 import shutil
+import socket
 import subprocess
+import time
 from collections.abc import Callable
+
+from .sandbox import allowed_env
 
 logger = logging.getLogger(__name__)
 
@@ -22,78 +31,76 @@ RATE = 48000
 CHANNELS = 2
 FRAME_SAMPLES = RATE // 100  # 10 ms
 FRAME_BYTES = FRAME_SAMPLES * CHANNELS * 2
+DAEMON_TIMEOUT = 10.0
 _counter = itertools.count()
 
 
-def _pactl(*args: str, timeout: float = 5.0) -> subprocess.CompletedProcess:
-    return subprocess.run(["pactl", *args], capture_output=True, text=True, timeout=timeout,
-                          check=False)
+def _socket_answers(path: str) -> bool:
+    with socket.socket(socket.AF_UNIX) as s:
+        try:
+            s.connect(path)
+        except OSError:
+            return False
+    return True
 
 
-def _ensure_daemon() -> None:
-    if _pactl("info").returncode == 0:
-        return
-    subprocess.run(["pulseaudio", "--start", "--exit-idle-time=-1"], capture_output=True,
-                   timeout=10, check=False)
-    if _pactl("info").returncode != 0:
-        raise RuntimeError("PulseAudio is not running and 'pulseaudio --start' failed")
-
-
-def unload_sink(sink_name: str) -> None:
-    """Unloads the null sink called `sink_name` if it is still loaded: what the parent does
-    for a child that was killed before it could (sync, idempotent, never raises)."""
-    _unload_where(lambda name: name == sink_name)
-
-
-def unload_sinks_of(pid: int) -> None:
-    """Unloads every sink a child with this pid loaded (sinks are named after it): covers a
-    child killed before it could tell its parent the sink's name (during start-up)."""
-    prefix = f"lkpool_{pid}_"
-    _unload_where(lambda name: name.startswith(prefix))
-
-
-def _unload_where(wanted: Callable[[str], bool]) -> None:
-    try:
-        listed = _pactl("list", "short", "modules")
-    except (OSError, subprocess.TimeoutExpired):
-        return
-    for line in listed.stdout.splitlines():
-        for arg in line.split():
-            if arg.startswith("sink_name=") and wanted(arg.removeprefix("sink_name=")):
-                try:
-                    _pactl("unload-module", line.split()[0])
-                except (OSError, subprocess.TimeoutExpired) as exc:
-                    logger.warning("could not unload %s: %s", arg, exc)
+def _start_daemon(folder: str, sink: str) -> tuple[subprocess.Popen, str]:
+    """A private PulseAudio daemon whose socket is `folder`/native; returns it and the
+    socket's path once it takes connections."""
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    path = os.path.join(folder, "native")
+    env = allowed_env({"HOME": folder, "XDG_RUNTIME_DIR": folder, "PULSE_RUNTIME_PATH": folder,
+                       "XDG_CONFIG_HOME": folder})
+    with open(os.path.join(folder, "pulseaudio.log"), "ab", buffering=0) as log:
+        proc = subprocess.Popen(
+            ["pulseaudio", "-n", "--daemonize=no", "--exit-idle-time=-1", "--system=no",
+             "--use-pid-file=no", "--disallow-exit", "--log-target=stderr",
+             f"--load=module-native-protocol-unix socket={path} auth-anonymous=1",
+             (f"--load=module-null-sink sink_name={sink} rate={RATE} channels={CHANNELS} "
+              f"sink_properties=device.description={sink}"),
+             "--disallow-module-loading"],
+            env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    deadline = time.monotonic() + DAEMON_TIMEOUT
+    while not _socket_answers(path):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            raise RuntimeError(f"pulseaudio did not start (see {folder}/pulseaudio.log)")
+        time.sleep(0.005)
+    return proc, path
 
 
 class AudioSink:
-    """A null sink per instance. `open()` returns None (and logs once) when audio cannot
-    work here; the instance then runs silent."""
+    """The instance's own daemon and sink. `open()` returns None (and logs once) when audio
+    cannot work here; the instance then runs silent."""
 
-    def __init__(self, name: str, module: int) -> None:
+    def __init__(self, name: str, daemon: subprocess.Popen, server: str) -> None:
         self.name = name
-        self.module = module
+        self.daemon = daemon
+        self.server = server  # PULSE_SERVER of the daemon
         self._parec: asyncio.subprocess.Process | None = None
         self._task: asyncio.Task | None = None
 
     @classmethod
-    def open(cls) -> AudioSink | None:
-        if not (shutil.which("pactl") and shutil.which("parec") and shutil.which("pulseaudio")):
-            logger.warning("audio off: pactl/parec/pulseaudio not installed "
+    def open(cls, folder: str) -> AudioSink | None:
+        """Starts the daemon with its socket in `folder` (a folder of the profile)."""
+        if not (shutil.which("parec") and shutil.which("pulseaudio")):
+            logger.warning("audio off: parec/pulseaudio not installed "
                            "(apt-get install pulseaudio pulseaudio-utils)")
             return None
         name = f"lkpool_{os.getpid()}_{next(_counter)}"
         try:
-            _ensure_daemon()
-            res = _pactl("load-module", "module-null-sink", f"sink_name={name}",
-                         f"rate={RATE}", f"channels={CHANNELS}",
-                         f"sink_properties=device.description={name}")
-            if res.returncode != 0:
-                raise RuntimeError(res.stderr.strip() or "load-module failed")
-        except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+            daemon, path = _start_daemon(folder, name)
+        except (RuntimeError, OSError) as exc:
             logger.warning("audio off: %s", exc)
             return None
-        return cls(name, int(res.stdout.strip()))
+        return cls(name, daemon, f"unix:{path}")
+
+    @property
+    def daemon_exit_code(self) -> int | None:
+        """The daemon's exit code once it has exited: the watchdog ends the instance then."""
+        return self.daemon.poll()
 
     @property
     def reader_exit_code(self) -> int | None:
@@ -103,13 +110,14 @@ class AudioSink:
 
     @property
     def env(self) -> dict[str, str]:
-        return {"PULSE_SINK": self.name}
+        return {"PULSE_SERVER": self.server, "PULSE_SINK": self.name}
 
     async def start(self, on_frame: Callable[[int, bytes], None]) -> None:
         """Reads the monitor and calls `on_frame(pts_us, pcm)` every 10 ms of audio."""
         self._parec = await asyncio.create_subprocess_exec(
             "parec", "-d", f"{self.name}.monitor", "--format=s16le", f"--rate={RATE}",
             f"--channels={CHANNELS}", "--raw", "--latency-msec=10",
+            env=allowed_env({"PULSE_SERVER": self.server}),
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL)
         self._task = asyncio.get_running_loop().create_task(self._read(on_frame),
@@ -145,18 +153,18 @@ class AudioSink:
             await parec.wait()
 
     def unload(self) -> None:
-        """Synchronous so the crash and signal paths can call it too; idempotent."""
-        if self._parec is not None and self._parec.returncode is None:
-            try:
-                self._parec.kill()
-            except ProcessLookupError:
-                pass
-        if self.module >= 0:
-            module, self.module = self.module, -1
-            try:
-                _pactl("unload-module", str(module))
-            except (OSError, subprocess.TimeoutExpired) as exc:
-                logger.warning("could not unload sink %s: %s", self.name, exc)
+        """Ends the reader and the daemon (the sink goes with it). Synchronous so the crash
+        and signal paths can call it too; idempotent."""
+        for proc in (self._parec, self.daemon):
+            if proc is not None and proc.returncode is None:
+                try:
+                    proc.kill()
+                except ProcessLookupError:
+                    pass
+        try:
+            self.daemon.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            pass
 
     async def aclose(self) -> None:
         if self._task is not None:

@@ -36,6 +36,7 @@ from .audio import AudioSink
 from .cdp import CDPClosed, CDPConnection, CDPError, CDPTimeout
 from .channel import Channel, ChannelClosed
 from .chromium import Launched, launch
+from .downloads import DownloadCap
 from .pages import Pages
 from .screen import Screen
 from .tab import NavigationFailed, Page, PageGone, ScriptError
@@ -119,7 +120,8 @@ class Child:
     async def start(self) -> None:
         size = (self.settings.width, self.settings.height)
         if self.settings.audio:
-            self.audio = await asyncio.to_thread(AudioSink.open)
+            self.audio = await asyncio.to_thread(
+                AudioSink.open, os.path.join(self.profile_dir, "pulse"))
         else:
             logger.info("audio off (AUDIO=false)")
         env = self.audio.env if self.audio else {}
@@ -135,10 +137,10 @@ class Child:
         self.cdp.on("Target.targetCrashed", lambda prm, _s: self.pages.target_gone(
             prm.get("targetId"), "crashed"))
         await self.cdp.send("Target.setDiscoverTargets", {"discover": True})
-        downloads = profiles.downloads_dir(self.profile_dir)
-        os.makedirs(downloads, exist_ok=True)
-        await self.cdp.send("Browser.setDownloadBehavior", {"behavior": "allow",
-                                                            "downloadPath": downloads})
+        downloads = profiles.downloads_dir(self.profile_dir)  # made by launch
+        self.downloads = DownloadCap(self.cdp, self.settings.download_max_bytes)
+        await self.cdp.send("Browser.setDownloadBehavior", {
+            "behavior": "allow", "downloadPath": downloads, "eventsEnabled": True})
         targets = (await self.cdp.send("Target.getTargets"))["targetInfos"]
         launched = self.launched
         screen = Screen(launched.display, launched.largest, launched.window) \
@@ -302,6 +304,8 @@ class Child:
             self.crashed(f"Xvfb exited with code {launched.xvfb.returncode}")
         elif self.audio is not None and (code := self.audio.reader_exit_code) is not None:
             self.crashed(f"the audio reader (parec) exited with code {code}")
+        elif self.audio is not None and (code := self.audio.daemon_exit_code) is not None:
+            self.crashed(f"the instance's pulseaudio exited with code {code}")
         else:
             return False
         return True
@@ -326,7 +330,8 @@ class Child:
             await self.stopping.wait()
         except Exception as exc:
             detail = str(exc) if isinstance(exc, BrowserStartError) else f"{exc!r}"
-            logger.error("start failed: %s", detail)
+            logger.error("start failed: %s", detail,
+                         exc_info=not isinstance(exc, BrowserStartError))
             self._send(p.Fatal("browser_start_failed", detail))
             self.exit_code = 2
         finally:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest_asyncio
 
 from lkpool import BrowserContext, Settings
-from tests.support.pages import ANIMATED, serve_pages, solid
+from tests.support.pages import ALLOW_HOST_PORTS, ANIMATED, serve_pages, solid
 
 FORM = """<html><body style='margin:0;height:3000px;background:rgb(0,0,255)'>
 <input id=t style='position:absolute;left:10px;top:10px;width:300px;height:30px'>
@@ -28,6 +28,7 @@ async def site():
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def ctx(tmp_path_factory):
-    settings = Settings(chromium_profile_base_dir=str(tmp_path_factory.mktemp("profiles")))
+    settings = Settings(allow_host_ports=ALLOW_HOST_PORTS,
+                        chromium_profile_base_dir=str(tmp_path_factory.mktemp("profiles")))
     async with BrowserContext(dev_mode=False, settings=settings) as ctx:
         yield ctx

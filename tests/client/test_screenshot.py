@@ -14,7 +14,7 @@ import pytest
 
 from lkpool.commands.screenshot import file_name
 from tests.server.conftest import run_server, wait_until
-from tests.support.pages import serve_pages, solid
+from tests.support.pages import bind_page_port, serve_pages, solid
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -39,7 +39,7 @@ async def _hanging_server() -> tuple[asyncio.Server, str]:
         await reader.read()
         writer.close()
 
-    srv = await asyncio.start_server(hang, "127.0.0.1", 0)
+    srv = await asyncio.start_server(hang, sock=bind_page_port())
     return srv, f"http://127.0.0.1:{srv.sockets[0].getsockname()[1]}"
 
 

@@ -8,7 +8,7 @@ import pytest_asyncio
 
 from lkpool.config import Settings
 from tests.proc.harness import ChildHarness
-from tests.support.pages import ANIMATED, CLICKS, TONE, serve_pages, solid
+from tests.support.pages import ALLOW_HOST_PORTS, ANIMATED, CLICKS, TONE, serve_pages, solid
 
 CURSOR = """<html><body style='margin:0'>
 <div style='position:absolute;left:0;top:0;width:100px;height:100px;cursor:pointer'></div>
@@ -29,7 +29,7 @@ async def site():
 
 def module_settings(tmp_path_factory: pytest.TempPathFactory, **kw) -> Settings:
     base = tmp_path_factory.mktemp("proc-profiles")
-    return Settings(chromium_profile_base_dir=str(base), **kw)
+    return Settings(allow_host_ports=ALLOW_HOST_PORTS, chromium_profile_base_dir=str(base), **kw)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

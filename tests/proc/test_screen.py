@@ -9,20 +9,29 @@ import shutil
 import pytest
 
 from lkpool.proc import xlib
-from lkpool.proc.chromium import start_xvfb
+from lkpool.proc.display import start_xvfb, stop_xvfb, xauthority
 from lkpool.proc.screen import MIN_WINDOW, MODE_PREFIX, Screen, set_screen_size, window_for
 
 pytestmark = pytest.mark.skipif(shutil.which("Xvfb") is None, reason="needs Xvfb")
 
 
 @pytest.fixture
-def display(tmp_path):
+def display(tmp_path, monkeypatch):
     proc, name = start_xvfb(1921, 1081, str(tmp_path))
+    monkeypatch.setenv("XAUTHORITY", xauthority(str(tmp_path)))  # the display's cookie
     try:
         yield name
     finally:
-        proc.kill()
-        proc.wait()
+        stop_xvfb(proc, name)
+
+
+def test_display_takes_only_clients_with_its_cookie(display, tmp_path, monkeypatch):
+    """Xvfb runs with -auth: a client without the instance's cookie is refused."""
+    dpy = xlib.open_display(display)
+    xlib.x11().XCloseDisplay(dpy)
+    monkeypatch.setenv("XAUTHORITY", str(tmp_path / "no-cookie"))
+    with pytest.raises(RuntimeError, match="cannot open X display"):
+        xlib.open_display(display)
 
 
 def screen_size(display: str) -> tuple[int, int]:

@@ -1,5 +1,5 @@
 """What a test may not leave behind: processes, shared memory, profile folders, open file
-descriptors, PulseAudio sinks.
+descriptors, PulseAudio sinks, X display sockets.
 
 pytest makes itself a child subreaper, so anything our children orphan (Chromium's helpers,
 Xvfb, a daemonised reader) is re-parented to it and shows up among its descendants: the check
@@ -19,7 +19,14 @@ counted. Sockets, pipes and files all count otherwise.
 
 A null sink is a module of the shared PulseAudio daemon named `lkpool_<pid>_<n>` after the
 child that loaded it: one that appeared during the test and whose child is ours or dead is a
-leak (another team's live child's sink is not ours to judge).
+leak (another team's live child's sink is not ours to judge). Each instance now has a
+PulseAudio daemon of its own, a process like any other: one left running is a leak.
+
+An X display's socket in /tmp/.X11-unix that appeared during the test is a leak when the
+Xvfb named in its lock file is ours, a zombie of ours included: a killed Xvfb leaves both
+behind, and one killed with its child's group is re-parented to us and waits as a zombie
+until the check reaps it. (An Xvfb already reaped cannot say whose it was, and other runs
+share the machine: such sockets are not judged.)
 """
 
 from __future__ import annotations
@@ -41,8 +48,10 @@ import psutil
 PR_SET_CHILD_SUBREAPER = 36
 SHM_DIR = Path("/dev/shm")
 SHM_PREFIX = "lkpool_"
-# shared services that outlive any one test by design
-EXEMPT_NAMES = {"pulseaudio"}
+# shared services that outlive any one test by design (none: the shared PulseAudio daemon
+# is started before we become a subreaper, so it is no descendant of ours)
+EXEMPT_NAMES: set[str] = set()
+X11_DIR = Path("/tmp/.X11-unix")
 # pids of processes started by tests (servers) whose shm segments count as ours
 spawned_pids: set[int] = set()
 SINK_RE = re.compile(r"sink_name=(lkpool_(\d+)_\d+)")
@@ -213,6 +222,36 @@ def _pid_alive(pid: int) -> bool:
         return False
 
 
+def x_sockets() -> set[str]:
+    try:
+        return {p.name for p in X11_DIR.iterdir()}
+    except OSError:
+        return set()
+
+
+def _x_socket_owner(name: str) -> int | None:
+    """The pid in the display's lock file (None when there is none)."""
+    try:
+        return int(Path(f"/tmp/.{name}-lock").read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _ours(pid: int) -> bool:
+    """`pid` is a descendant of ours, a zombie included (an Xvfb killed after its parent
+    died is re-parented to us, the subreaper, and waits there until `reap_zombies`)."""
+    try:
+        parents = psutil.Process(pid).parents()
+    except psutil.Error:
+        return False
+    return any(p.pid == os.getpid() for p in parents)
+
+
+def _owned_x_sockets(names: set[str], pids: set[int]) -> set[str]:
+    return {name for name in names
+            if (owner := _x_socket_owner(name)) is not None and (owner in pids or _ours(owner))}
+
+
 @dataclass
 class Snapshot:
     procs: set[int] = field(default_factory=set)
@@ -221,11 +260,12 @@ class Snapshot:
     sinks: set[str] = field(default_factory=set)
     listening: set[tuple[str, int]] = field(default_factory=set)
     ffi: bool = False
+    x_sockets: set[str] = field(default_factory=set)
 
     @classmethod
     def take(cls) -> Snapshot:
         return cls(set(descendants()), shm_names(), open_fds(), set(pulse_sinks()),
-                   listening(), livekit_ffi_started())
+                   listening(), livekit_ffi_started(), x_sockets())
 
 
 def _born_of(proc: psutil.Process, owners: set[int]) -> bool:
@@ -257,9 +297,12 @@ def check(before: Snapshot, profile_dirs: list[Path], wait: float = 10.0) -> lis
         profiles = [str(c) for d in profile_dirs if d.exists() for c in d.iterdir()]
         fds = new_fds(before)
         mine = {os.getpid(), *seen_pids, *spawned_pids}
+        # instances no longer load sinks into the shared daemon: one there is a leak only when
+        # its child is ours (another run's, dead or alive, is not ours to judge)
         sinks = {name: module for name, (module, pid) in pulse_sinks().items()
-                 if name not in before.sinks and (pid in mine or not _pid_alive(pid))}
-        if not (procs or shm or profiles or fds or sinks) or time.monotonic() > deadline:
+                 if name not in before.sinks and pid in mine}
+        xs = _owned_x_sockets(x_sockets() - before.x_sockets, seen_pids)
+        if not (procs or shm or profiles or fds or sinks or xs) or time.monotonic() > deadline:
             break
         time.sleep(0.1)
     problems = []
@@ -286,5 +329,10 @@ def check(before: Snapshot, profile_dirs: list[Path], wait: float = 10.0) -> lis
         for module in sinks.values():
             subprocess.run(["pactl", "unload-module", str(module)], capture_output=True,
                            timeout=5, check=False)
+    if xs:
+        problems.append("X display sockets left: " + " ".join(sorted(xs)))
+        for name in xs:
+            (X11_DIR / name).unlink(missing_ok=True)
+            Path(f"/tmp/.{name}-lock").unlink(missing_ok=True)
     reap_zombies()
     return problems

@@ -1,13 +1,21 @@
 """A local web server for test pages: tests never reach the internet.
 
 `serve_pages({"/red": html, ...})` is an async context manager yielding the base URL of an
-aiohttp server on 127.0.0.1 with an ephemeral port.
+aiohttp server on 127.0.0.1.
+
+A sandboxed browser reaches only the host ports in ALLOW_HOST_PORTS, so page servers take a
+port from a block of this test process's own (`PAGE_PORTS`), which every test's settings let
+through (`ALLOW_HOST_PORTS`, also put in the environment for servers started as processes).
+The block is chosen from the pid, and a port another run holds is skipped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import os
+import socket
 from collections.abc import AsyncIterator, Mapping
 
 from aiohttp import web
@@ -31,6 +39,12 @@ o.start(); window.audioState = () => ctx.state;
 </script></body></html>"""
 
 
+PAGE_PORT_COUNT = 32
+_first = 20000 + (os.getpid() % 600) * PAGE_PORT_COUNT
+PAGE_PORTS = range(_first, _first + PAGE_PORT_COUNT)
+ALLOW_HOST_PORTS = f"{PAGE_PORTS[0]}-{PAGE_PORTS[-1]}"
+
+
 def solid(color: str) -> str:
     return SOLID.format(color=color)
 
@@ -51,10 +65,36 @@ async def serve_pages(pages: Mapping[str, str], *, delays: Mapping[str, float] |
     app.router.add_get("/{tail:.*}", handler)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
+    port = await _start_on_a_page_port(runner)
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
         await runner.cleanup()
+
+
+async def _start_on_a_page_port(runner: web.AppRunner) -> int:
+    for port in PAGE_PORTS:
+        site = web.TCPSite(runner, "127.0.0.1", port)
+        try:
+            await site.start()
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                continue
+            raise
+        return port
+    await runner.cleanup()
+    raise RuntimeError(f"every page port {ALLOW_HOST_PORTS} is taken")
+
+
+def bind_page_port() -> socket.socket:
+    """A listening-ready socket on a free port of the block: for tests that serve pages
+    their own way (a server that never answers)."""
+    for port in PAGE_PORTS:
+        sock = socket.socket()
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            sock.close()
+            continue
+        return sock
+    raise RuntimeError(f"every page port {ALLOW_HOST_PORTS} is taken")

@@ -1,0 +1,245 @@
+"""The DevTools port of a sandboxed Chromium, brought out to the host's loopback.
+
+Chromium listens on 127.0.0.1:P of its own network namespace; the server, the proxy and the
+child reach it at 127.0.0.1:P of the host. `Forward` owns the host's listening socket (bound
+before Chromium starts, so P is ours: no race for a free port) and, for each connection,
+opens one inside the namespace and copies bytes both ways, one thread per direction with
+blocking sockets: a slow reader on one side stops the reading on the other, as a direct
+connection would (backpressure), and no byte waits in a buffer of ours.
+
+A socket belongs to the network namespace its creator was in, and the namespace is per
+thread: the accepting thread enters the sandbox's namespace (`setns`) and creates each
+inner socket there; the accepted ones belong to the host's. Entering it takes
+CAP_SYS_ADMIN over the sandbox's user namespace, which a root server has; any other server
+falls back on pasta's own forward (`-t`), whose copy stalls on an old pasta (Debian 12's,
+2023-03) when a reader is slow, a pasta bug this module exists to avoid.
+
+Other instances cannot connect to P: each sandbox has a network namespace of its own, in
+which the host's loopback does not exist.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+
+logger = logging.getLogger(__name__)
+
+CHUNK = 1 << 18
+BACKLOG = 64
+
+
+def listen(port: int) -> socket.socket:
+    """The host's end: 127.0.0.1:`port` (0 picks one)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("127.0.0.1", port))
+        sock.listen(BACKLOG)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def can_enter_namespaces() -> bool:
+    """Whether this process may `setns` into a sandbox's network namespace."""
+    return os.geteuid() == 0 and hasattr(os, "setns")
+
+
+class Forward:
+    """Copies connections to the host's `listener` into the namespace of process `pid`."""
+
+    def __init__(self, listener: socket.socket, pid: int) -> None:
+        self.listener = listener
+        self.port = listener.getsockname()[1]
+        self._netns = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        self._lock = threading.Lock()
+        self._open: set[socket.socket] = set()
+        self._closed = False
+        self._thread = threading.Thread(target=self._accept, name=f"devtools-{self.port}",
+                                        daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        try:
+            os.setns(self._netns, os.CLONE_NEWNET)  # this thread only
+        except OSError as exc:
+            logger.error("cannot enter the sandbox's network: %s", exc)
+            return
+        while True:
+            try:
+                outer, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            try:
+                inner = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+                inner.settimeout(None)
+            except OSError:
+                outer.close()  # Chromium does not listen yet: the caller tries again
+                continue
+            for sock in (outer, inner):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if not self._track(outer, inner):
+                return
+            pair = _Pair(outer, inner, self._forget)
+            for src, dst in ((outer, inner), (inner, outer)):
+                threading.Thread(target=pair.pump, args=(src, dst), daemon=True,
+                                 name=f"devtools-{self.port}-pump").start()
+
+    def _track(self, *socks: socket.socket) -> bool:
+        with self._lock:
+            if self._closed:
+                for sock in socks:
+                    sock.close()
+                return False
+            self._open.update(socks)
+            return True
+
+    def _forget(self, *socks: socket.socket) -> None:
+        with self._lock:
+            self._open.difference_update(socks)
+
+    def close(self) -> None:
+        """Stops accepting and cuts every connection; idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            socks = list(self._open)
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
+        except OSError:
+            pass
+        self.listener.close()
+        for sock in socks:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self._thread.join(timeout=2)
+        os.close(self._netns)
+
+
+class _Pair:
+    """One forwarded connection: two directions, closed once both are done."""
+
+    def __init__(self, outer: socket.socket, inner: socket.socket, forget) -> None:
+        self.socks = (outer, inner)
+        self._forget = forget
+        self._left = 2
+        self._lock = threading.Lock()
+
+    def pump(self, src: socket.socket, dst: socket.socket) -> None:
+        buf = bytearray(CHUNK)
+        view = memoryview(buf)
+        try:
+            while n := src.recv_into(buf):
+                dst.sendall(view[:n])
+            dst.shutdown(socket.SHUT_WR)  # EOF goes on; the other way may still talk
+        except OSError:
+            for sock in self.socks:  # one side broke: so does the other
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+        with self._lock:
+            self._left -= 1
+            done = self._left == 0
+        if done:
+            self._forget(*self.socks)
+            for sock in self.socks:
+                sock.close()
+
+
+class Outward:
+    """Each of `ports` from 127.0.0.1 of the namespace of process `pid` out to the same port
+    on the host's 127.0.0.1 (ALLOW_HOST_PORTS), where the sandbox's network (slirp4netns,
+    `--disable-host-loopback`) reaches no host loopback port at all.
+
+    Each listening socket is made by a short-lived thread inside the namespace; the thread
+    that accepts stays in the host's, so the sockets it opens to the host's ports are the
+    host's."""
+
+    def __init__(self, pid: int, ports: tuple[int, ...]) -> None:
+        self._netns = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        self._lock = threading.Lock()
+        self._open: set[socket.socket] = set()
+        self._closed = False
+        self.listeners = self._listen_inside(ports) if ports else []
+        self._threads = [threading.Thread(target=self._accept, args=(sock,), daemon=True,
+                                          name=f"allowed-{sock.getsockname()[1]}")
+                         for sock in self.listeners]
+        for thread in self._threads:
+            thread.start()
+
+    def _listen_inside(self, ports: tuple[int, ...]) -> list[socket.socket]:
+        made: list[socket.socket] = []
+        failure: list[BaseException] = []
+
+        def inside() -> None:
+            try:
+                os.setns(self._netns, os.CLONE_NEWNET)
+                for port in ports:
+                    made.append(listen(port))
+            except OSError as exc:
+                failure.append(exc)
+
+        thread = threading.Thread(target=inside, name="allowed-listen")
+        thread.start()
+        thread.join()
+        if failure:
+            for sock in made:
+                sock.close()
+            os.close(self._netns)
+            raise failure[0]
+        return made
+
+    def _accept(self, listener: socket.socket) -> None:
+        port = listener.getsockname()[1]
+        while True:
+            try:
+                inner, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                outer = socket.create_connection(("127.0.0.1", port), timeout=5)
+                outer.settimeout(None)
+            except OSError:
+                inner.close()  # nothing listens on the host's port: refused, as it would be
+                continue
+            for sock in (outer, inner):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with self._lock:
+                if self._closed:
+                    inner.close()
+                    outer.close()
+                    return
+                self._open.update((inner, outer))
+            pair = _Pair(outer, inner, self._forget)
+            for src, dst in ((outer, inner), (inner, outer)):
+                threading.Thread(target=pair.pump, args=(src, dst), daemon=True,
+                                 name=f"allowed-{port}-pump").start()
+
+    def _forget(self, *socks: socket.socket) -> None:
+        with self._lock:
+            self._open.difference_update(socks)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            socks = list(self._open)
+        for sock in (*self.listeners, *socks):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        for sock in self.listeners:
+            sock.close()
+        for thread in self._threads:
+            thread.join(timeout=2)
+        os.close(self._netns)
