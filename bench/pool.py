@@ -212,12 +212,18 @@ async def proxy_cost(srv: Served, http: aiohttp.ClientSession, rtt_runs: int,
         async with http.get(f"{srv.base}/session/{sid}/json/list") as resp:
             proxied = next(t for t in await resp.json() if t["type"] == "page")
         direct_url = f"ws://127.0.0.1:{port}/devtools/page/{proxied['id']}"
-        urls = {"proxy": proxied["webSocketDebuggerUrl"], "direct": direct_url}
+        # a bare relay in a process of its own: what any proxy's second hop costs
+        relay = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench.relay", str(port), stdout=asyncio.subprocess.PIPE)
+        assert relay.stdout is not None
+        relay_port = int(await relay.stdout.readline())
+        urls = {"proxy": proxied["webSocketDebuggerUrl"], "direct": direct_url,
+                "relay": f"ws://127.0.0.1:{relay_port}/devtools/page/{proxied['id']}"}
         out: dict[str, float] = {}
         # alternate the order, keep each path's best of four rounds: a round is well under
         # a second, so one burst of the machine's other load can decide a single round
         for rnd in range(4):
-            for name in (("proxy", "direct") if rnd % 2 == 0 else ("direct", "proxy")):
+            for name in (list(urls) if rnd % 2 == 0 else list(urls)[::-1]):
                 async with http.ws_connect(urls[name], max_msg_size=0) as ws:
                     cdp = CDP(ws)
                     for _ in range(20):  # warm-up
@@ -232,6 +238,8 @@ async def proxy_cost(srv: Served, http: aiohttp.ClientSession, rtt_runs: int,
                 rtt = statistics.median(rtts)
                 out[f"{name}_rtt"] = min(out.get(f"{name}_rtt", rtt), rtt)
                 out[f"{name}_rate"] = max(out.get(f"{name}_rate", rate), rate)
+        relay.kill()
+        await relay.wait()
         return out
     finally:
         async with http.delete(f"{srv.base}/browser/{sid}"):
@@ -352,6 +360,12 @@ async def part_b(args: argparse.Namespace, srv: Served, http: aiohttp.ClientSess
     r = cost["proxy_rtt"] / cost["direct_rtt"]
     line("round trip (median)", f"{cost['proxy_rtt'] * 1e6:.0f} us",
          f"{cost['direct_rtt'] * 1e6:.0f} us", r, "<= 1.25x", r <= 1.25)
+    r = cost["relay_rtt"] / cost["direct_rtt"]
+    line("  a bare relay (any proxy's floor)", f"{cost['relay_rtt'] * 1e6:.0f} us",
+         f"{cost['direct_rtt'] * 1e6:.0f} us", r, "-", True)
+    r = cost["proxy_rtt"] / cost["relay_rtt"]
+    line("  proxy / bare relay", f"{cost['proxy_rtt'] * 1e6:.0f} us",
+         f"{cost['relay_rtt'] * 1e6:.0f} us", r, "-", True)
     r = cost["proxy_rate"] / cost["direct_rate"]
     line("throughput (100 in flight)", f"{cost['proxy_rate']:.0f} msg/s",
          f"{cost['direct_rate']:.0f} msg/s", r, ">= 0.8x", r >= 0.8)

@@ -6,7 +6,8 @@ model registers with `on(event, cb, temporary=True)` and removes by the returned
 so code written against `livekit.browser` runs unchanged and callers that want ids get them.
 
 A raising callback is logged and does not stop the others; a coroutine callback is scheduled
-as a task whose failure is logged too.
+as a task whose failure is logged too. A subclass whose events cost work to produce (a page's
+audio) learns when an event gets its first listener and loses its last (`_listening`).
 """
 
 from __future__ import annotations
@@ -40,7 +41,10 @@ class EventEmitter[T: str]:
                 return fn
             return deco
         cb_id = next(_ids)
-        self._listeners.setdefault(event, {})[cb_id] = (callback, temporary)
+        listeners = self._listeners.setdefault(event, {})
+        listeners[cb_id] = (callback, temporary)
+        if len(listeners) == 1:
+            self._listening(event, True)
         if not temporary:
             self._listener_added(event, cb_id)
         return cb_id
@@ -56,8 +60,8 @@ class EventEmitter[T: str]:
         if entry is None:
             return
         cb, temporary = entry
-        if temporary:
-            listeners.pop(cb_id, None)
+        if temporary and listeners.pop(cb_id, None) is not None:
+            self._removed(event, listeners)
         self._invoke(event, cb, args)
 
     def once(self, event: T, callback: Callable[..., Any] | None = None) -> Any:
@@ -68,22 +72,31 @@ class EventEmitter[T: str]:
         Callbacks are compared with `==`, as livekit does: `self.method` is a new bound
         method object at each access, equal to (not the same as) the one registered."""
         if isinstance(event_or_id, int):
-            for listeners in self._listeners.values():
+            for event, listeners in self._listeners.items():
                 if listeners.pop(event_or_id, None) is not None:
+                    self._removed(event, listeners)
                     return True
             return False
         listeners = self._listeners.get(event_or_id, {})
         for cb_id, (cb, _) in list(listeners.items()):
             if cb == callback:
                 del listeners[cb_id]
+                self._removed(event_or_id, listeners)
                 return True
         return False
 
     def remove_all(self, event: T | None = None) -> None:
-        if event is None:
-            self._listeners.clear()
-        else:
-            self._listeners.pop(event, None)
+        events = list(self._listeners) if event is None else [event]
+        for name in events:
+            if self._listeners.pop(name, None):
+                self._listening(name, False)
+
+    def _removed(self, event: str, listeners: dict) -> None:
+        if not listeners:
+            self._listening(event, False)
+
+    def _listening(self, event: str, on: bool) -> None:
+        """`event` got its first listener (on) or lost its last; for subclasses."""
 
     def has_listeners(self, event: T) -> bool:
         return bool(self._listeners.get(event))
@@ -93,8 +106,8 @@ class EventEmitter[T: str]:
         if not listeners:
             return
         for cb_id, (cb, temporary) in list(listeners.items()):
-            if temporary:
-                listeners.pop(cb_id, None)
+            if temporary and listeners.pop(cb_id, None) is not None:
+                self._removed(event, listeners)
             self._invoke(event, cb, args)
 
     def _invoke(self, event: str, cb: Callable[..., Any], args: tuple[Any, ...]) -> None:

@@ -94,6 +94,11 @@ class BrowserPage(EventEmitter[PageEvent]):
     def __repr__(self) -> str:
         return f"<BrowserPage {self._ctx.instance_id}/{self._id} {self.width}x{self.height}>"
 
+    def _listening(self, event: str, on: bool) -> None:
+        # the child reads the instance's audio only while someone listens (ListenAudio)
+        if event == "audio" and not self.closed:
+            self._channel.send(p.ListenAudio(page_id=self._id, on=on))
+
     def _listener_added(self, event: str, cb_id: int) -> None:
         """A new lasting `paint` listener gets the current frame at once (on the next loop
         turn): a still page paints nothing more, and livekit.browser's consumers (the

@@ -8,6 +8,7 @@ import signal
 import sys
 
 import numpy as np
+import psutil
 import pytest
 import pytest_asyncio
 
@@ -371,6 +372,35 @@ async def test_cancelled_start_leaves_nothing(tmp_path) -> None:
         finally:
             await ctx.aclose()
         assert not ctx.alive
+
+
+async def test_audio_is_read_only_while_someone_listens(ctx, site) -> None:
+    """No audio reader runs for a page nobody listens to; the first `audio` listener starts
+    one, removing the last stops it."""
+    def readers() -> list[psutil.Process]:
+        return [c for c in psutil.Process(ctx.pid).children() if c.name() == "parec"]
+
+    async def until(done) -> None:
+        for _ in range(100):
+            if done():
+                return
+            await asyncio.sleep(0.05)
+
+    page = await ctx.new_page(url=f"{site}/green", width=200, height=200)
+    try:
+        assert readers() == []
+        first = page.on("audio", lambda _: None)
+        second = page.on("audio", lambda _: None)
+        await until(readers)
+        assert len(readers()) == 1
+        page.off(first)
+        await asyncio.sleep(0.3)
+        assert len(readers()) == 1
+        page.off(second)
+        await until(lambda: not readers())
+        assert readers() == []
+    finally:
+        await page.aclose()
 
 
 async def test_page_exposes_its_cdp_target(ctx, site) -> None:

@@ -38,6 +38,10 @@ logger = logging.getLogger("lkpool.pool")
 ENDED_KEEP_SECONDS = 600.0
 ENDED_KEEP_COUNT = 1000
 LEASE_CHECK_INTERVAL = 0.25
+# a lease taken while other instances stay idle starts its replacement this much later, so
+# the client's first commands do not share the cores with a Chromium start-up; a lease that
+# drains the floor (or meets waiters) starts it at once
+REFILL_DELAY = 0.25
 
 
 def _check_number(name: str, value: Any, kind: type, lo: float, hi: float) -> Any:
@@ -60,6 +64,7 @@ class Pool(WarmSet):
         self._leases: dict[str, Lease] = {}
         self._ended: OrderedDict[str, tuple[float, Lease]] = OrderedDict()
         self._waiters: deque[asyncio.Future[Slot]] = deque()
+        self._has_leases = asyncio.Event()  # the lease loop sleeps while there is none
         self._loops: list[asyncio.Task] = []
         self._state = "new"
         self._closed_event = asyncio.Event()
@@ -184,6 +189,7 @@ class Pool(WarmSet):
         slot.uses += 1
         slot.last_used = now
         self._leases[lease.session_id] = lease
+        self._has_leases.set()
         slot.log.info("leased to %s… for %gs", lease.session_id[:6], timeout)
         self.emit("acquired", lease, time.monotonic() - started)
         return lease
@@ -192,7 +198,10 @@ class Pool(WarmSet):
         """An idle slot, marked LEASED; FIFO behind earlier waiters."""
         if not self._waiters and (slot := self._idle_slot()) is not None:
             slot.to(State.LEASED)
-            self._refill()
+            if self._count(State.IDLE):
+                asyncio.get_running_loop().call_later(REFILL_DELAY, self._refill)
+            else:
+                self._refill()
             return slot
         waiter: asyncio.Future[Slot] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
@@ -339,9 +348,13 @@ class Pool(WarmSet):
                 waiter.set_exception(exc)
 
     async def _lease_loop(self) -> None:
-        """Ends leases past their deadline or idle longer than IDLE_TIMEOUT."""
+        """Ends leases past their deadline or idle longer than IDLE_TIMEOUT; asleep while
+        there is no lease (an idle pool does no work)."""
         idle_timeout = self.settings.idle_timeout
         while True:
+            if not self._leases:  # nothing can expire: no wake-ups until a lease begins
+                self._has_leases.clear()
+                await self._has_leases.wait()
             await asyncio.sleep(LEASE_CHECK_INTERVAL)
             now = time.time()
             for lease in list(self._leases.values()):

@@ -135,6 +135,23 @@ class AudioSink:
             on_frame(samples * 1_000_000 // RATE, pcm)
             samples += FRAME_SAMPLES
 
+    @property
+    def reading(self) -> bool:
+        return self._parec is not None
+
+    async def stop_reading(self) -> None:
+        """Stops the reader `start` began (no one listens any more); `start` may follow."""
+        task, parec, self._task, self._parec = self._task, self._parec, None, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        if parec is not None and parec.returncode is None:
+            try:
+                parec.kill()
+            except ProcessLookupError:
+                pass
+            await parec.wait()
+
     def unload(self) -> None:
         """Ends the reader and the daemon (the sink goes with it). Synchronous so the crash
         and signal paths can call it too; idempotent."""

@@ -87,6 +87,8 @@ class Child:
         self.launched: Launched | None = None
         self.cdp: CDPConnection | None = None
         self.audio: AudioSink | None = None
+        self.audio_wanted: set[int] = set()  # pages whose audio the parent listens to
+        self._audio_switch: asyncio.Task | None = None
         self.exit_code = 0
         self.stopping = asyncio.Event()
         self.parent_gone = False
@@ -94,7 +96,7 @@ class Child:
         self.pages = Pages(self.mode, self._send, self._spawn)
         page = self.pages.get
         self.handlers: dict[type, Callable[[Any], Awaitable[Any]]] = {
-            p.CreatePage: self.pages.create, p.ClosePage: self.pages.close,
+            p.CreatePage: self.pages.create, p.ClosePage: self._close_page,
             p.Navigate: lambda m: page(m.page_id).navigate(m.url),
             p.GoBack: lambda m: page(m.page_id).history_step(-1),
             p.GoForward: lambda m: page(m.page_id).history_step(+1),
@@ -146,8 +148,8 @@ class Child:
         self.pages.open(self.cdp, screen, launched.display,
                         next((t["targetId"] for t in targets if t["type"] == "page"), None))
         version = (await self.cdp.send("Browser.getVersion")).get("product", VERSION)
-        if self.audio is not None:
-            await self.audio.start(self._on_audio)
+        # the sink is there for Chromium to play into; its monitor is read only once the
+        # parent listens (ListenAudio)
         self.channel.send(p.ContextReady(
             self.launched.debugging_port, self.launched.browser.pid, self.mode,
             self.launched.display, self.audio.name if self.audio else "", version,
@@ -156,6 +158,10 @@ class Child:
     # ---- commands ------------------------------------------------------------------------
     async def evaluate(self, m: p.Evaluate) -> str:
         return json.dumps(await self.pages.get(m.page_id).evaluate(m.expression))
+
+    async def _close_page(self, m: p.ClosePage) -> Any:
+        self._listen_audio(m.page_id, False)
+        return await self.pages.close(m)
 
     async def ping(self, m: p.Ping) -> str:
         """The browser answers, and so does each page's renderer: a page stuck in
@@ -209,6 +215,26 @@ class Child:
         if self.pages.first is not None:
             self._send(p.Audio(self.pages.first, pts, 48000, 2, 480, pcm))
 
+    def _listen_audio(self, page_id: int, on: bool) -> None:
+        if on:
+            self.audio_wanted.add(page_id)
+        else:
+            self.audio_wanted.discard(page_id)
+        if self.audio is not None and (self._audio_switch is None or self._audio_switch.done()):
+            self._audio_switch = spawn(self._switch_audio(), name="audio-switch",
+                                       into=self._tasks, log=logger)
+
+    async def _switch_audio(self) -> None:
+        """Starts or stops the sink's reader until it matches what the parent wants (one
+        switch at a time: a start and a stop never interleave)."""
+        audio = self.audio
+        assert audio is not None
+        while bool(self.audio_wanted) != audio.reading:
+            if self.audio_wanted:
+                await audio.start(self._on_audio)
+            else:
+                await audio.stop_reading()
+
     def _emergency_cleanup(self) -> None:
         """For paths where the process ends right away (X server lost): what only we can
         undo."""
@@ -234,6 +260,8 @@ class Child:
                 msg = await self.channel.recv()
                 if isinstance(msg, p.ReleasePaint):
                     self.pages.release_paint(msg)
+                elif isinstance(msg, p.ListenAudio):
+                    self._listen_audio(msg.page_id, msg.on)
                 elif type(msg) in self.handlers:
                     self._spawn(self._answer(msg))
                 else:

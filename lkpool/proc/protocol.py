@@ -11,8 +11,9 @@ Field encodings: int -> i64, float -> f64, bool -> u8, str -> u32 length + UTF-8
 bytes -> u32 length + raw, list[str] -> u32 count + str each, list[Rect] -> u32 count +
 4 x i32 each. Frames never travel here: an `AcquirePaint` names a shared-memory buffer.
 
-Every parent->child command but `ReleasePaint` carries `req`, answered by one `Result` with
-the same `req` (an empty `error` means success). Child->parent events carry no `req`.
+Every parent->child command but `ReleasePaint` and `ListenAudio` carries `req`, answered by one
+`Result` with the same `req` (an empty `error` means success). Child->parent events carry no
+`req`.
 """
 
 from __future__ import annotations
@@ -213,6 +214,16 @@ class HandleDialog(Message):
     page_id: int
     accept: bool
     prompt_text: str
+
+
+@message(19)
+class ListenAudio(Message):
+    """Whether the parent has listeners for this page's audio. The child reads its sink's
+    monitor only while some page has: a silent, unwatched instance then does no audio work
+    (parec, PulseAudio's sink clock and 100 Audio messages a second cost an idle instance
+    more than its browser). A switch, not a request: nothing to answer."""
+    page_id: int
+    on: bool
 
 
 # ---- child -> parent ---------------------------------------------------------------------

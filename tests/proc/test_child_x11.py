@@ -6,6 +6,7 @@ import asyncio
 import json
 
 import numpy as np
+import psutil
 import pytest
 
 from lkpool.proc import protocol as p
@@ -111,8 +112,39 @@ async def test_evaluate_errors_and_unknown_page(x11):
     assert res.code == "invalid_argument"
 
 
+def _readers(x11) -> list[psutil.Process]:
+    return [c for c in psutil.Process(x11.pid).children() if c.name() == "parec"]
+
+
+async def test_audio_is_read_only_while_the_parent_listens(x11, site):
+    """No reader runs and no Audio comes until ListenAudio; after it is switched off, the
+    reader is gone again and the audio stops."""
+    assert not (await x11.request(p.Navigate, PAGE, site + "/tone")).error
+    await asyncio.sleep(0.5)
+    assert _readers(x11) == [] and x11.audio == []
+    x11.send(p.ListenAudio(PAGE, True))
+    for _ in range(100):
+        if x11.audio:
+            break
+        await asyncio.sleep(0.05)
+    assert len(_readers(x11)) == 1 and x11.audio
+    x11.send(p.ListenAudio(PAGE, False))
+    for _ in range(100):
+        if not _readers(x11):
+            break
+        await asyncio.sleep(0.05)
+    assert _readers(x11) == []
+    await asyncio.sleep(0.2)
+    count = len(x11.audio)
+    await asyncio.sleep(0.5)
+    assert len(x11.audio) == count
+    assert not (await x11.request(p.Navigate, PAGE, "about:blank")).error
+
+
 async def test_audio_of_a_tone_arrives(x11, site):
     """A page playing a 440 Hz tone yields non-silent 10 ms s16 stereo frames for page 1."""
+    x11.audio.clear()
+    x11.send(p.ListenAudio(PAGE, True))
     assert not (await x11.request(p.Navigate, PAGE, site + "/tone")).error
 
     async def loud() -> p.Audio:
@@ -127,6 +159,7 @@ async def test_audio_of_a_tone_arrives(x11, site):
     assert (msg.page_id, msg.sample_rate, msg.channels, msg.samples_per_channel) == \
         (PAGE, 48000, 2, 480)
     assert len(msg.data) == 1920
+    x11.send(p.ListenAudio(PAGE, False))
     assert not (await x11.request(p.Navigate, PAGE, "about:blank")).error
 
 

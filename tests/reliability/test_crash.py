@@ -1,22 +1,35 @@
 """Crash faults: SIGKILL of each process of an instance, leased and idle at once.
 
-For each role (the child, Chromium, Xvfb, the PulseAudio reader) one leased and one idle
-instance get the signal together: the lease ends `crashed`, the idle instance is replaced,
-the warm floor comes back, and neither leaves a process, profile folder or sink behind
-(the suite's leak fixture checks shm and the rest once the server is down).
+For each role (the child, Chromium, Xvfb, the PulseAudio reader, which runs while someone
+listens to the audio) one leased and one idle instance get the signal together: the lease
+ends `crashed`, the idle instance is replaced, the warm floor comes back, and neither leaves
+a process, profile folder or sink behind (the suite's leak fixture checks shm and the rest
+once the server is down).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 
+import psutil
 import pytest
 
 from lkpool.pool import State
-from tests.reliability.conftest import ROLES, Remains
+from tests.reliability.conftest import ROLES, Remains, group
 from tests.server.conftest import run_server, wait_until
+
+
+def _readers(ctx) -> list[int]:
+    """The pids of an instance's audio readers (parec)."""
+    out = []
+    for proc in group(ctx):
+        with contextlib.suppress(psutil.Error):
+            if proc.name() == "parec":
+                out.append(proc.pid)
+    return out
 
 
 @pytest.mark.parametrize("role", list(ROLES))
@@ -35,6 +48,11 @@ async def test_sigkill_ends_lease_and_replaces_idle(small, role: str) -> None:
         crashed: set[int] = set()
         srv.pool.on("crashed", lambda slot_id, why: crashed.add(slot_id))
         assert all(r.sink for r in remains), "audio is on: each instance has a sink"
+        if role == "parec":  # the reader runs only while someone listens to the audio
+            for page in (lease.page, idle.page):
+                page.on("audio", lambda _: None)
+            await wait_until(lambda: all(_readers(ctx) for ctx in victims), timeout=30,
+                             what="each instance's audio reader")
 
         for ctx in victims:
             os.kill(ROLES[role](ctx), signal.SIGKILL)
