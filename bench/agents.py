@@ -29,7 +29,7 @@ from bench.common import CpuMeter, Row, deployed_main, machine, table
 from lkpool import BrowserContext
 from lkpool.config import Settings
 from lkpool.server.app import serve_local
-from tests.support.pages import serve_pages
+from tests.support.pages import ALLOW_HOST_PORTS, serve_pages
 
 BUTTON = """<html><body style='margin:0;background:#fff'>
 <button id=b style='position:absolute;left:0;top:0;width:200px;height:100px;border:0;
@@ -53,7 +53,8 @@ def pct(xs: list[float], q: float) -> float:
 
 
 async def computer_vs_playwright(rounds: int, base_dir: str, site: str) -> list[Row]:
-    settings = Settings(chromium_profile_base_dir=base_dir, width=1280, height=720,
+    settings = Settings(chromium_profile_base_dir=base_dir, allow_host_ports=ALLOW_HOST_PORTS,
+                        width=1280, height=720,
                         framerate=30, audio=False, num_warm=1, max_instances=1,
                         log_level="WARNING", host="127.0.0.1", port=0, token="")
     from playwright.async_api import async_playwright
@@ -105,7 +106,8 @@ def capture_procs(ctx: BrowserContext) -> dict[str, list[psutil.Process]]:
 
 async def pages_of_one_instance(n: int, seconds: float, base_dir: str, url: str
                                 ) -> tuple[list[float], float]:
-    settings = Settings(chromium_profile_base_dir=base_dir, audio=False, log_level="WARNING")
+    settings = Settings(chromium_profile_base_dir=base_dir, allow_host_ports=ALLOW_HOST_PORTS,
+                        audio=False, log_level="WARNING")
     async with BrowserContext(settings=settings) as ctx:
         pages = [await ctx.new_page(url=url, width=1280, height=720, framerate=30)
                  for _ in range(n)]

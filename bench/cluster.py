@@ -114,7 +114,7 @@ async def _placement(redis_url: str, nodes: int, slots: int, prefer: bool = True
         timeout_ms = 600_000  # the simulated nodes do not heartbeat during the run
         for nid in nids:
             await store.run("heartbeat", nid, "http://x", "http://x", slots, "up", "bench",
-                            timeout_ms, 60_000, 60_000, 60_000, 0)
+                            timeout_ms, 60_000, 60_000, 60_000, 0, 0)
         total = nodes * slots
         latencies: list[float] = []
         rng = random.Random(14)

@@ -116,7 +116,7 @@ class CefPage(EventEmitter[str]):
 
     def _listener_added(self, event: str, cb_id: int) -> None:
         if event == "paint":  # the current frame at once, as lkpool.page.BrowserPage does
-            from .page import replay_paint
+            from .page_data import replay_paint
 
             replay_paint(self, cb_id)
 

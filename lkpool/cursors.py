@@ -32,6 +32,9 @@ def css(cursor_type: int | str) -> str:
     return CEF_CURSORS[cursor_type] if 0 <= cursor_type < len(CEF_CURSORS) else "default"
 
 
-def cef(keyword: str) -> int:
-    """A CSS cursor keyword as CEF's cursor type (the pointer for one CEF has not)."""
+def cef(value: str) -> int:
+    """A CSS cursor value as CEF's cursor type: its keyword, the last item of a list such
+    as `url(a.png), pointer` (the images are the page's, never shown elsewhere); the
+    pointer for a keyword CEF has not."""
+    keyword = value.rsplit(",", 1)[-1].strip().lower()
     return _TO_CEF.get(keyword, 0)

@@ -74,11 +74,12 @@ def purge_leftovers(base_dir: str, owner: str = "") -> list[str]:
     died, with their singleton folders, and Chromium's `Singleton*` lock files there.
 
     Several servers may share `base_dir` (nodes on one host): each folder is named after
-    the pid of the server that made it (`PREFIX{pid}-...`), and a run records its pid in
-    `.owner-{owner}` (`owner`: the node's name and port). A start removes only the folders
-    of the pid its owner recorded last, once that process is gone: never a folder of a live
-    server, nor another node's. A folder of the older naming (no pid) goes unless a running
-    process names it on its command line."""
+    the pid of the server that made it (`PREFIX{pid}-...`), and a run records its pid in a
+    file named after `owner` (the node's name and port) beside `base_dir`, so the folder
+    itself holds nothing but profiles. A start removes only the folders of the pid its
+    owner recorded last, once that process is gone: never a folder of a live server, nor
+    another node's. A folder of the older naming (no pid) goes unless a running process
+    names it on its command line."""
     base = Path(base_dir)
     if not base.is_dir():
         return []
@@ -87,7 +88,11 @@ def purge_leftovers(base_dir: str, owner: str = "") -> list[str]:
         previous = int(ledger.read_text().strip())
     except (OSError, ValueError):
         previous = 0
-    ledger.write_text(str(os.getpid()))
+    try:
+        ledger.parent.mkdir(exist_ok=True)
+        ledger.write_text(str(os.getpid()))
+    except OSError:  # a base dir whose parent is not ours: its next start purges less
+        pass
     import psutil  # here: the child imports this module, and needs nothing of psutil
 
     previous_gone = previous > 0 and previous != os.getpid() and not psutil.pid_exists(previous)
@@ -111,7 +116,9 @@ def purge_leftovers(base_dir: str, owner: str = "") -> list[str]:
 
 
 def _ledger(base_dir: str, owner: str) -> Path:
-    return Path(base_dir) / f".owner-{re.sub(r'[^A-Za-z0-9_.-]', '_', owner)}"
+    """`.{base dir's name}.owners/{owner}` beside the base dir."""
+    base = Path(base_dir).resolve()
+    return base.parent / f".{base.name}.owners" / re.sub(r"[^A-Za-z0-9_.-]", "_", owner)
 
 
 def forget_owner(base_dir: str, owner: str) -> None:
@@ -120,6 +127,7 @@ def forget_owner(base_dir: str, owner: str) -> None:
     try:
         if ledger.read_text().strip() == str(os.getpid()):
             ledger.unlink()
+            ledger.parent.rmdir()  # when no other node's record is left in it
     except (OSError, ValueError):
         pass
 

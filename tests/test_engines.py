@@ -90,7 +90,13 @@ async def test_cef_engine_paints_navigates_and_takes_input(cef_standin, settings
 
     # livekit.browser cannot resize: the adapter makes a new page at the size, same URL
     await page.resize(320, 240)
-    px, w, h = await next_paint(page, lambda px: True)
+    # a new listener gets the current frame first (livekit's consumers rely on it), and
+    # the adapter's new page may not have painted yet: wait for the new size
+    for _ in range(50):
+        px, w, h = await next_paint(page, lambda px: True)
+        if w == 320:
+            break
+        await asyncio.sleep(0.1)
     assert (px, w, h, page.width) == ((0, 255, 0, 255), 320, 240, 320)
     with pytest.raises(errors.InvalidArgument):
         await page.resize(0, 240)

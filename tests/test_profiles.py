@@ -26,7 +26,9 @@ def test_a_start_never_purges_another_servers_fresh_profile(profile_dir: Path) -
     it alone; A's leftovers go only when A's own next run starts, not at B's."""
     proc, fresh = start_server_like(profile_dir)
     try:
-        profiles._ledger(str(profile_dir), "a-1").write_text(str(proc.pid))  # A's run
+        ledger = profiles._ledger(str(profile_dir), "a-1")  # A's run, as A's start wrote it
+        ledger.parent.mkdir()
+        ledger.write_text(str(proc.pid))
         assert profiles.purge_leftovers(str(profile_dir), "b-1") == []
         assert fresh.is_dir()
     finally:
@@ -41,4 +43,4 @@ def test_a_start_never_purges_another_servers_fresh_profile(profile_dir: Path) -
     assert not fresh.exists()
     for owner in ("a-1", "b-1"):
         profiles.forget_owner(str(profile_dir), owner)
-    assert list(profile_dir.iterdir()) == []
+    assert list(profile_dir.iterdir()) == [] and not ledger.parent.exists()

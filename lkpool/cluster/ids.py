@@ -8,6 +8,7 @@ id alone, even while Redis is away.
 
 from __future__ import annotations
 
+import re
 import secrets
 import socket
 import time
@@ -15,6 +16,8 @@ import time
 from ..config import NODE_NAME_RE, Settings
 
 RANDOM_BYTES = 24  # 192 bits, as the single node's ids
+# the paths about one session: its REST resource and everything under /session/{id}/
+SESSION_PATH = re.compile(r"^/(?:session|browser)/([^/]+)(?:/|$)")
 
 
 def node_name(settings: Settings) -> str:

@@ -5,10 +5,13 @@
     POST /_cluster/drain      no more placements here (Kubernetes' preStop), its leases
                               carry on until they end; answers how many are left
 
-Their middleware runs before TOKEN auth: the secret replaces the token here and nowhere
-else, so these endpoints are no way around it (a request without the secret gets 403, and
-nothing under /_cluster/ answers when the node is not in a cluster). A forwarded request
-that carries the secret may also say which scheme the client used (X-Forwarded-Proto).
+Their middleware runs first (after the error middleware): the secret stands for the edge's
+Host/Origin check and the token here, so these endpoints are no way around them (a request
+without the secret gets 403, and nothing under /_cluster/ answers when the node is not in a
+cluster). A session request another node forwarded carries the secret too: that node's
+edge and TOKEN check passed its client already (with the client's Host, which the owner
+writes into its URLs), so the owner marks it FROM_PEER and does not check again; it may
+also say which scheme the client used (X-Forwarded-Proto).
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ from aiohttp.typedefs import Handler
 
 from ..config import MAX_FRAMERATE, MAX_HEIGHT, MAX_WIDTH
 from ..errors import InvalidArgument, LkpoolError
+from ..server.appkeys import FROM_PEER
+from ..server.edge import read_json
+from . import ids
 
 if TYPE_CHECKING:
     from .node import Cluster
@@ -44,10 +50,12 @@ def middleware(cluster: Cluster) -> Any:
     @web.middleware
     async def internal_middleware(request: web.Request, handler: Handler
                                   ) -> web.StreamResponse:
-        if from_peer(request, cluster.settings.cluster_secret):
+        if from_peer(request, cluster.settings.cluster_secret) and _forwardable(cluster,
+                                                                               request):
             proto = request.headers.get("X-Forwarded-Proto", "")
             if proto in ("http", "https") and proto != request.scheme:
                 request = request.clone(scheme=proto)
+            request[FROM_PEER] = True
         if not request.path.startswith(PREFIX):
             return await handler(request)
         if not from_peer(request, cluster.settings.cluster_secret):
@@ -55,6 +63,13 @@ def middleware(cluster: Cluster) -> Any:
         route_handler = request.match_info.handler  # past TOKEN auth: the secret stands in
         return await route_handler(request)
     return internal_middleware
+
+
+def _forwardable(cluster: Cluster, request: web.Request) -> bool:
+    """What a peer forwards: a request about one of this node's sessions, nothing else (the
+    secret is no token for POST /browser, /browsers or another node's sessions)."""
+    match = ids.SESSION_PATH.match(request.path)
+    return match is not None and ids.nid_of(match.group(1)) == cluster.registry.nid
 
 
 def _option(body: dict[str, Any], name: str, lo: float, hi: float) -> Any:
@@ -68,7 +83,7 @@ def _option(body: dict[str, Any], name: str, lo: float, hi: float) -> Any:
 
 def routes(cluster: Cluster) -> list[web.RouteDef]:
     async def acquire(request: web.Request) -> web.Response:
-        body = await request.json()
+        body = await read_json(request, types=(dict,))
         if not isinstance(body, dict) or not isinstance(body.get("session_id"), str):
             raise InvalidArgument("a JSON object with a session_id is needed")
         options = {"url": body.get("url"),

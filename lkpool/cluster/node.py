@@ -2,16 +2,17 @@
 routing to the app, and `install(app)` puts them in (only when REDIS_URL is set: without it
 the server is the single node it always was).
 
-Middleware order: errors → internal (/_cluster/, secret) → TOKEN auth → routing (sessions
-of other nodes) → the routes. The cluster starts after the pool (its heartbeat lists the
-pool's leases) and stops before it: drain, then the pool ends every lease (`shutdown`),
-then the node leaves.
+Middleware order: errors → internal (/_cluster/, the secret; marks forwarded requests) →
+edge (Host, Origin) → TOKEN auth → routing (sessions of other nodes) → the routes. The
+cluster starts after the pool (its heartbeat lists the pool's leases) and stops before it:
+drain, then the pool ends every lease (`shutdown`), then the node leaves.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -128,11 +129,13 @@ class Cluster:
         return out
 
     def health(self) -> dict[str, Any]:
+        """The node, and the cluster's figures from the last heartbeat that reached Redis;
+        while Redis is away they are unknown (null), never the last ones seen."""
         reg = self.registry
         f = reg.figures
         return {"node": reg.nid, "state": reg.state, "store": reg.store_error or "ok",
-                "nodes_up": f.nodes_up, "capacity": f.capacity, "used": f.used,
-                "queued": f.queued}
+                "nodes_up": f and f.nodes_up, "capacity": f and f.capacity,
+                "used": f and f.used, "queued": f and f.queued}
 
 
 class ClusterCollector(Collector):
@@ -146,14 +149,17 @@ class ClusterCollector(Collector):
         reg = self.cluster._registry
         if reg is None:
             return
+        yield GaugeMetricFamily("lkpool_cluster_store_up",
+                                "1 while this node reaches the cluster's Redis",
+                                value=int(reg.store_error is None))
         f = reg.figures
+        if f is None:  # Redis away: the figures are unknown, not the last ones seen
+            return
         for name, doc, value in (
                 ("nodes_up", "nodes whose heartbeat is fresh", f.nodes_up),
                 ("capacity", "slots of the nodes taking placements", f.capacity),
                 ("used", "slots placed or leased across the cluster", f.used),
-                ("queued", "allocations waiting in the cluster's queue", f.queued),
-                ("store_up", "1 while this node reaches the cluster's Redis",
-                 int(reg.store_error is None))):
+                ("queued", "allocations waiting in the cluster's queue", f.queued)):
             yield GaugeMetricFamily(f"lkpool_cluster_{name}", doc, value=value)
 
 
@@ -162,15 +168,18 @@ def install(app: web.Application, settings: Settings) -> None:
     cluster = Cluster(settings)
     app[CLUSTER] = cluster
     mws = app.middlewares
-    # after the error middleware (index 0), before TOKEN auth; routing after auth
+    # after the error middleware (index 0), before the edge and TOKEN auth; routing after
     mws.insert(1, internal.middleware(cluster))
     mws.append(routing.middleware(cluster))
     app.router.add_routes(internal.routes(cluster))
     app[METRICS].registry.register(ClusterCollector(cluster))
 
     async def cluster_ctx(app: web.Application) -> AsyncIterator[None]:
+        from ..server import upstream
+
         pool = app[POOL]
         await cluster.start(pool)
+        cluster.placement.on_made = functools.partial(upstream.preconnect, app)
         try:
             yield
         finally:

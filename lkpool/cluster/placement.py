@@ -53,6 +53,8 @@ class Placement:
         self.pool = pool
         self.http = http
         self.settings = registry.settings
+        # called with each lease this node makes (the server opens its browser socket early)
+        self.on_made: Callable[[Lease], None] | None = None
 
     async def allocate(self, timeout: float | None, options: dict[str, Any],
                        gone: Callable[[], bool] = lambda: False) -> dict[str, Any]:
@@ -74,8 +76,12 @@ class Placement:
             raise ClusterUnavailable(
                 f"the cluster's Redis is unreachable, so no lease can be placed: "
                 f"{exc or type(exc).__name__}") from None
-        answer = await self._make(sid, timeout, options,
-                                  max(0.0, deadline - time.monotonic()))
+        try:
+            answer = await self._make(sid, timeout, options,
+                                      max(0.0, deadline - time.monotonic()))
+        except StoreError as exc:
+            raise ClusterUnavailable(f"the cluster's Redis is unreachable: "
+                                     f"{exc or type(exc).__name__}") from None
         if gone():  # nobody to hand it to: the slot goes back at once
             await self._release_remote(sid)
             raise ClientGone("the caller went away before the lease was made")
@@ -120,8 +126,8 @@ class Placement:
                         late[:16])
         f = reg.figures
         raise PoolExhausted(
-            f"no instance free in the cluster within {self.settings.acquire_timeout:g}s "
-            f"({f.used} of {f.capacity} slots used on {f.nodes_up} nodes)")
+            f"no instance free in the cluster within {self.settings.acquire_timeout:g}s"
+            + (f" ({f.used} of {f.capacity} slots used on {f.nodes_up} nodes)" if f else ""))
 
     async def _cancel(self, rid: str) -> str | None:
         reg = self.registry
@@ -174,8 +180,11 @@ class Placement:
         except StoreError:
             kept = 1  # Redis away right now: the lease stands, the heartbeat records it
         if not kept:
-            await self.pool.release(sid, "cancelled")
+            with contextlib.suppress(UnknownSession):  # a heartbeat may have ended it
+                await self.pool.release(sid, "cancelled")
             raise PoolExhausted("the placement was given up before the lease was made")
+        if self.on_made is not None:
+            self.on_made(lease)
         return lease_answer(lease)
 
 

@@ -62,13 +62,15 @@ class Registry:
     public_url: str = ""
     state: str = "up"  # or "draining"
     nodes: dict[str, NodeInfo] = field(default_factory=dict)
-    figures: Figures = field(default_factory=Figures)
+    figures: Figures | None = None  # None until a heartbeat reached Redis, and while it is away
     store_error: str | None = None  # why Redis cannot be used now; None when it can
     on_node_lost: list[Callable[[str], None]] = field(default_factory=list)
     _older: list[str] = field(default_factory=list)
     _tasks: set[asyncio.Task] = field(default_factory=set)
     _beat_now: asyncio.Event = field(default_factory=asyncio.Event)
     _heartbeat: asyncio.Task | None = None
+    # ended here, not yet recorded in Redis (it was away): the next heartbeat says so
+    _unreleased: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -105,7 +107,7 @@ class Registry:
         """Registers (reaping this name's earlier incarnations), then heartbeats."""
         self._older = await self._earlier_incarnations()
         await self.beat()
-        if self.store_error is None:
+        if self.figures is not None:
             logger.info("node %s joined the cluster: %d nodes up, %d/%d slots used", self.nid,
                         self.figures.nodes_up, self.figures.used, self.figures.capacity)
         self._heartbeat = spawn(self._heartbeat_loop(), name="lkpool-cluster-heartbeat",
@@ -152,21 +154,25 @@ class Registry:
         """One heartbeat; a Redis that is away is noted (and said once), never raised."""
         s = self.settings
         live = [lease.session_id for lease in self.pool.list()]
+        ended = list(self._unreleased)
         try:
             reaped, dropped, up, capacity, used, queued, flat = await self.store.run(
                 "heartbeat", self.nid, self.internal_url, self.public_url, s.max_instances,
                 self.state, __version__, self.timeout_ms, self.gone_ttl_ms,
                 self.starting_ttl_ms, self.request_ttl_ms, len(self._older), *self._older,
-                *live)
+                len(ended), *ended, *live)
         except StoreError as exc:
             if self.store_error is None:
                 logger.warning("cluster store unreachable: %s", exc or type(exc).__name__)
             self.store_error = f"{type(exc).__name__}: {exc}"
+            self.figures = None  # the store and the figures say the same, at any moment
             return
         if self.store_error is not None:
             logger.info("cluster store reachable again: state written anew")
-        self.store_error = None
         self._older = []
+        self._unreleased.difference_update(ended)
+        # both at once (no await between): /health never shows one without the other
+        self.store_error = None
         self.figures = Figures(int(up), int(capacity), int(used), int(queued))
         nodes = {flat[i]: NodeInfo(*flat[i:i + 4]) for i in range(0, len(flat), 4)}
         for nid in reaped:
@@ -218,4 +224,5 @@ class Registry:
             await self.store.run("release", session_id, reason, self.gone_ttl_ms,
                                  self.timeout_ms, self.starting_ttl_ms, self.request_ttl_ms)
         except StoreError as exc:  # the next heartbeat that reaches Redis frees it
+            self._unreleased.add(session_id)
             logger.debug("release of %s… not recorded now: %s", session_id[:12], exc)

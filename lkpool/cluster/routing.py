@@ -44,7 +44,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("lkpool.cluster")
 
-SESSION_PATH = re.compile(r"^/(?:session|browser)/([^/]+)(?:/|$)")
 # not passed on: hop-by-hop fields, and what the proxy sets itself
 DROPPED_REQUEST = frozenset({
     "host", "connection", "keep-alive", "proxy-connection", "te", "trailer",
@@ -66,7 +65,7 @@ def middleware(cluster: Cluster) -> Any:
     @web.middleware
     async def routing_middleware(request: web.Request, handler: Handler
                                  ) -> web.StreamResponse:
-        match = SESSION_PATH.match(request.path)
+        match = ids.SESSION_PATH.match(request.path)
         nid = ids.nid_of(match.group(1)) if match else None
         if match is None or nid is None or nid == cluster.registry.nid:
             return await handler(request)
@@ -129,7 +128,7 @@ async def _http(cluster: Cluster, request: web.Request, owner: NodeInfo) -> web.
 
 async def _maybe_lost(cluster: Cluster, owner: NodeInfo, request: web.Request) -> None:
     """An owner that does not answer may have died just now: say 410 if Redis agrees."""
-    match = SESSION_PATH.match(request.path)
+    match = ids.SESSION_PATH.match(request.path)
     if match is None:
         return
     with contextlib.suppress(*StoreError):

@@ -10,9 +10,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 
 from ..config import ConfigError, Settings
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,13 +28,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def serve(args: argparse.Namespace) -> None:
+    """Serves until the client closes stdin, or SIGTERM / SIGINT (an MCP client sends
+    SIGTERM 2 s after closing stdin): either way the leases are released and an
+    in-process pool stops its browsers and removes their profiles before we exit."""
     from ..mcpserver import browsers_at, build
 
     settings = None
     if args.server is None:
         settings = Settings.from_env(host="127.0.0.1", port=0, token="")
-    async with browsers_at(args.server, args.token, args.lease_timeout, settings) as browsers:
-        await build(browsers).run_stdio_async()
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    stopping = False
+
+    def stop() -> None:
+        nonlocal stopping
+        if not stopping:  # a second signal must not cut the clean-up short
+            stopping = True
+            task.cancel()
+
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, stop)
+    try:
+        async with browsers_at(args.server, args.token, args.lease_timeout,
+                               settings) as browsers:
+            try:
+                await build(browsers).run_stdio_async()
+            except asyncio.CancelledError:
+                if not stopping:
+                    raise
+                task.uncancel()  # a signal: leave through the clean-up below
+    finally:
+        for sig in STOP_SIGNALS:
+            loop.remove_signal_handler(sig)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -30,5 +30,8 @@ PROXY_SOCKETS: web.AppKey[weakref.WeakSet[Any]] = web.AppKey("proxy_sockets")
 BROADCASTERS: web.AppKey[Broadcasters] = web.AppKey("lkpool_broadcasters")
 # this node's part in a cluster (lkpool.cluster), only when REDIS_URL is set
 CLUSTER: web.AppKey[Cluster] = web.AppKey("cluster")
+# a request another node of the cluster forwarded (it carries CLUSTER_SECRET): that node's
+# edge and TOKEN check passed it already, so this one's do not ask again
+FROM_PEER: web.RequestKey[bool] = web.RequestKey("from_peer", bool)
 # session id -> its LiveKit publication (lkpool.server.publishing)
 PUBLICATIONS: web.AppKey[dict[str, Any]] = web.AppKey("publications")

@@ -18,7 +18,6 @@ session id is the capability, as for the proxy and the input socket.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
@@ -27,8 +26,7 @@ from .. import computer
 from ..errors import InvalidArgument
 from ..images import FORMATS, ImageFormat
 from .appkeys import POOL
-
-MAX_BODY = 1024 * 1024  # a batch of actions; text is bounded per action too
+from .edge import read_json
 
 
 def _options(params: dict[str, Any], fmt_key: str, default: ImageFormat | None
@@ -66,14 +64,8 @@ async def computer_post(request: web.Request) -> web.Response:
     pool = request.app[POOL]
     lease = pool.get(request.match_info["session_id"])
     page = lease.page
-    body = await request.content.read(MAX_BODY + 1)
-    if len(body) > MAX_BODY:
-        raise InvalidArgument(f"the body is larger than {MAX_BODY} bytes")
-    try:
-        params = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidArgument(f"the body is not valid JSON: {exc}") from None
-    if not isinstance(params, dict):
+    params = await read_json(request, types=(dict,))
+    if params is None:
         raise InvalidArgument('the body must be a JSON object: {"actions": [...]}')
     unknown = sorted(set(params) - {"actions", "screenshot", "scale", "quality"})
     if unknown:

@@ -120,6 +120,22 @@ async def _drain(ws: web.WebSocketResponse, on_message: Callable[[Any], Any] | N
             await on_message(msg.data)
 
 
+CLOSE_GRACE = 2.0  # seconds a client has to take our close frame
+
+
+async def _close_or_drop(ws: web.WebSocketResponse, request: web.Request, code: int,
+                         reason: str) -> None:
+    """Closes with `code`; a client that reads nothing cannot take even the close frame (the
+    write waits for its socket to drain) and would hold the handler, so after CLOSE_GRACE
+    its connection is dropped."""
+    try:
+        async with asyncio.timeout(CLOSE_GRACE):
+            await ws.close(code=code, message=reason.encode())
+    except TimeoutError:
+        if request.transport is not None:
+            request.transport.abort()
+
+
 # ---- frames --------------------------------------------------------------------------------
 
 async def frames_ws(request: web.Request) -> web.WebSocketResponse:
@@ -149,11 +165,12 @@ async def frames_ws(request: web.Request) -> web.WebSocketResponse:
     logger.debug("frames of %s: sent %d, skipped %d (%s)", lease.session_id[:6], stats.sent,
                  stats.skipped, reason)
     if not ws.closed:
-        await ws.close(code=1001, message=f"lease ended: {reason}".encode()[:120])
+        await _close_or_drop(ws, request, 1001, f"lease ended: {reason}"[:120])
     return ws
 
 
 # ---- input ---------------------------------------------------------------------------------
+
 
 async def apply_event(page: Any, event: Any) -> None:
     """Validates then applies one event; raises InvalidEvent before touching the page."""
@@ -244,10 +261,10 @@ async def input_ws(request: web.Request) -> web.WebSocketResponse:
     if outbox.overflowed:
         logger.info("input socket of %s… closed: its reader stayed behind",
                     lease.session_id[:6])
-        await ws.close(code=1008, message=f"the reader stayed behind (over {MAX_QUEUED} "
-                                          "messages waiting)".encode())
+        await _close_or_drop(ws, request, 1008, f"the reader stayed behind (over {MAX_QUEUED} "
+                                                "messages waiting)")
     elif not ws.closed:
-        await ws.close(code=1001, message=b"lease ended")
+        await _close_or_drop(ws, request, 1001, "lease ended")
     return ws
 
 

@@ -74,3 +74,22 @@ async def test_mcp_tools_drive_a_page_and_leases_end_with_the_client(settings: S
             assert not kept.is_error and len(server.pool.list()) == 1
         await wait_until(lambda: not server.pool.list(), timeout=20,
                          what="the client's lease to end")
+
+
+async def test_mcp_with_its_own_pool_cleans_up_when_the_client_leaves(profile_dir) -> None:
+    """Without --server, `lkpool mcp` runs a pool of its own: a browser opens, its image
+    comes back, and once the client is gone no browser, profile or segment is left (the
+    shared leak check runs after this test)."""
+    env = dict(os.environ, PYTHONPATH=os.getcwd(), NUM_WARM="1", MAX_INSTANCES="1",
+               AUDIO="false", CHROMIUM_PROFILE_BASE_DIR=str(profile_dir))
+    params = StdioServerParameters(command=sys.executable, args=["-m", "lkpool", "mcp"],
+                                   env=env)
+    async with serve_pages({"/red": solid("rgb(255,0,0)")}) as site, Client(params) as client:
+        opened = await client.call_tool("open_browser", {"url": f"{site}/red", "width": 320,
+                                                         "height": 240})
+        assert not opened.is_error, opened
+        sid = json.loads(opened.content[0].text)["session_id"]
+        shot = image(await client.call_tool("screenshot", {"session_id": sid}))
+        assert shot.shape == (240, 320, 3) and tuple(shot[120, 160]) == (255, 0, 0)
+    await wait_until(lambda: not list(profile_dir.iterdir()), timeout=20,
+                     what="the pool's profiles to go")

@@ -29,10 +29,11 @@ async def value(page) -> str:
     return await page.evaluate("document.getElementById('t').value")
 
 
-async def until(predicate, timeout: float = 10.0) -> None:
+async def until(predicate, timeout: float = 20.0, what: str = "condition") -> None:
+    """A bounded wait for the page to show an effect (not a timed assertion)."""
     deadline = asyncio.get_running_loop().time() + timeout
     while not await predicate():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        assert asyncio.get_running_loop().time() < deadline, f"{what}: not met in time"
         await asyncio.sleep(0.05)
 
 
@@ -135,7 +136,7 @@ async def test_browser_session_input_reaches_the_page(ctx, site) -> None:
         ])
         for evt in json.loads(packet):
             session._dispatch_input(evt)
-        await until(lambda: _equals(value(page), "Hi"))
+        await until(lambda: _equals(value(page), "Hi"), what="'Hi' typed")
         await until(lambda: _greater(page.evaluate("scrollY"), 0))
     finally:
         sender.cancel()

@@ -26,9 +26,11 @@ import pytest
 from tests.support import leaks
 
 SECRET = "test-cluster-secret"
+GUARD_TOKENS = {"alpha": "alpha-token", "bravo": "bravo-token"}
+GUARD_HOST = "lkpool.test"
 NODE_ENV = {
     "MAX_INSTANCES": "2", "NUM_WARM": "1", "CLUSTER_HEARTBEAT": "0.25",
-    "CLUSTER_NODE_TIMEOUT": "3", "ACQUIRE_TIMEOUT": "4", "WIDTH": "320", "HEIGHT": "240",
+    "CLUSTER_NODE_TIMEOUT": "3", "ACQUIRE_TIMEOUT": "6", "WIDTH": "320", "HEIGHT": "240",
     "AUDIO": "0", "FRAMERATE": "10", "HEALTH_CHECK_INTERVAL": "1", "CLUSTER_SECRET": SECRET,
     "LOG_LEVEL": "INFO",
 }
@@ -127,8 +129,7 @@ class LocalCluster:
             assert node.proc is not None
             if node.proc.poll() is not None:
                 raise AssertionError(f"node {name} exited:\n{node.log()[-3000:]}")
-            with urllib.request.urlopen(f"{node.base}/health", timeout=2) as resp:
-                return resp.status == 200
+            return _nodes_up(node, environ.get("TOKEN", "")) > 0  # /health answers
         wait_until(up, 60, f"node {name}")
         return node
 
@@ -152,7 +153,8 @@ class LocalCluster:
         self.redis.kill()
 
 
-def _make(tmp: Path, tracked: bool = True) -> LocalCluster:
+def _make(tmp: Path, tracked: bool = True, names: tuple[str, ...] = NAMES,
+          **env: str) -> LocalCluster:
     profiles = tmp / "cluster-profiles"
     logs = tmp / "logs"
     profiles.mkdir()
@@ -161,21 +163,23 @@ def _make(tmp: Path, tracked: bool = True) -> LocalCluster:
     redis.start()
     cluster = LocalCluster(redis, profiles, logs, tracked)
     try:
-        for name in NAMES:
-            cluster.start_node(name)
+        for name in names:
+            cluster.start_node(name, **env)
         # every node heard of the others
-        wait_until(lambda: all(_nodes_up(n) == len(NAMES) for n in cluster.nodes.values()),
-                   10, "all nodes registered")
+        wait_until(lambda: all(_nodes_up(n, env.get("TOKEN", "")) == len(names)
+                               for n in cluster.nodes.values()), 10, "all nodes registered")
     except BaseException:
         cluster.close()
         raise
     return cluster
 
 
-def _nodes_up(node: Node) -> int:
+def _nodes_up(node: Node, token: str = "") -> int:
     import json
 
-    with urllib.request.urlopen(f"{node.base}/health", timeout=2) as resp:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(f"{node.base}/health", headers=headers)
+    with urllib.request.urlopen(request, timeout=2) as resp:
         return int(json.load(resp)["cluster"]["nodes_up"])
 
 
@@ -193,9 +197,39 @@ def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCl
     """Three nodes kept for the module; each test leaves no lease behind."""
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed (make test installs it)")
-    cluster = _make(tmp_path_factory.mktemp("cluster"), tracked=False)
+    # every slot warm: a test's leases are handed out at once, however loaded the machine
+    cluster = _make(tmp_path_factory.mktemp("cluster"), tracked=False, NUM_WARM="2")
     yield cluster
     _finish(cluster)
+
+
+@pytest.fixture
+def guarded_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
+    """Two fresh nodes as on a real deployment: each with its own TOKEN (so only the shared
+    secret can carry a request from one to the other), reached by each other at a name
+    (INTERNAL_URL http://localhost:PORT) and by clients at a name (`lkpool.test`, in
+    ALLOWED_HOSTS)."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (make test installs it)")
+    profiles, logs = tmp_path / "cluster-profiles", tmp_path / "logs"
+    profiles.mkdir()
+    logs.mkdir()
+    redis = Redis(free_port())
+    redis.start()
+    c = LocalCluster(redis, profiles, logs)
+    try:
+        for name in ("alpha", "bravo"):
+            port = free_port()
+            c.start_node(name, port, TOKEN=GUARD_TOKENS[name], ALLOWED_HOSTS=GUARD_HOST,
+                         INTERNAL_URL=f"http://localhost:{port}",
+                         PUBLIC_URL=f"http://{GUARD_HOST}:{port}")
+        wait_until(lambda: all(_nodes_up(n, GUARD_TOKENS[n.name]) == 2
+                               for n in c.nodes.values()), 10, "both nodes registered")
+    except BaseException:
+        c.close()
+        raise
+    yield c
+    _finish(c)
 
 
 @pytest.fixture

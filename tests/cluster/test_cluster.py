@@ -42,6 +42,41 @@ async def used(http: aiohttp.ClientSession, base: str) -> int:
     return (await figures(http, base))["used"]
 
 
+async def settled(http: aiohttp.ClientSession, cluster: LocalCluster) -> None:
+    """Until no slot is used and every node's instances are warm again (a released one is
+    replaced by a fresh start), so each test starts from the same cluster."""
+    async with asyncio.timeout(90):
+        for node in cluster.nodes.values():
+            while True:
+                async with http.get(f"{node.base}/health") as resp:
+                    h = await resp.json()
+                if (h["cluster"]["used"] == h["cluster"]["queued"] == 0
+                        and h["pool"]["instances"]["idle"] == h["pool"]["num_warm"]):
+                    break
+                await asyncio.sleep(0.1)
+
+
+@pytest.fixture(autouse=True)
+async def clean_slate(request: pytest.FixtureRequest):
+    """A test on the shared cluster starts with every slot free and warm, and whatever it
+    left leased (a failed assertion) is released, so one failure does not cascade."""
+    if "shared_cluster" not in request.fixturenames:
+        yield
+        return
+    cluster = request.getfixturevalue("shared_cluster")
+    async with aiohttp.ClientSession() as http:
+        await settled(http, cluster)
+    yield
+    async with aiohttp.ClientSession() as http:
+        base = next(iter(cluster.nodes.values())).base
+        async with http.get(f"{base}/browsers") as resp:
+            leased = [b["session_id"] for b in await resp.json()
+                      if b["session_id"] and b["active"]]
+        for sid in leased:
+            async with http.delete(f"{base}/browser/{sid}"):
+                pass
+
+
 async def wait_used(http: aiohttp.ClientSession, base: str, n: int, queued: int = 0) -> None:
     """Until the figures (refreshed each heartbeat) show `n` slots used, `queued` waiting."""
     async with asyncio.timeout(15):

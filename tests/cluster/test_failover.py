@@ -112,14 +112,17 @@ async def test_redis_restarting_empty_loses_nothing(cluster: LocalCluster) -> No
             body = await resp.json()
             assert resp.status == 503 and body["error"] == "cluster_unavailable", body
         async with asyncio.timeout(10):
-            while (await figures(http, alpha.base))["store"] == "ok":
+            while (f := await figures(http, alpha.base))["store"] == "ok":
                 await asyncio.sleep(0.1)
+        # what the cluster looks like is unknown now, and /health says so
+        assert f["nodes_up"] is f["used"] is f["capacity"] is None, f
 
         cluster.redis.start()
         async with asyncio.timeout(10):
-            while (f := await figures(http, alpha.base))["nodes_up"] != 3 or f["used"] != 1:
+            while (f := await figures(http, alpha.base))["store"] != "ok" or f["nodes_up"] != 3 \
+                    or f["used"] != 1:
                 await asyncio.sleep(0.1)
-        assert f["store"] == "ok" and f["capacity"] == 6
+        assert f["capacity"] == 6, f
         other = (await allocate(http, alpha.base))["session_id"]
         for s in (sid, other):
             async with http.delete(f"{alpha.base}/browser/{s}") as resp:

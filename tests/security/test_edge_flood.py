@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 
+import aiohttp
 import pytest
 
 from tests.security.conftest import host_of
@@ -77,3 +79,35 @@ async def test_a_url_flood_to_a_silent_reader_keeps_memory_bounded(edge) -> None
         finally:
             for w in silent:
                 w.close()
+
+
+async def test_a_client_that_sends_but_never_reads_is_closed(edge) -> None:
+    """20,000 bad events, each answered with a 2 KB error, to an input socket whose client
+    does not read: the server closes it with 1008 (or drops it, when even the close frame
+    cannot get through) instead of queueing 40 MB of answers, and frees its socket slot."""
+    async with run_server(edge.replace(max_session_sockets=1)) as srv:
+        lease = await srv.pool.acquire(60)
+        url = "ws://" + host_of(srv.base) + f"/session/{lease.session_id}/input"
+        async with aiohttp.ClientSession() as http:
+            ws = await http.ws_connect(url)
+            bad = '{"type": "' + "x" * 2000 + '", "id": %d}'
+
+            async def send_all() -> None:
+                with contextlib.suppress(ConnectionError, RuntimeError):
+                    for i in range(20_000):
+                        await ws.send_str(bad % i)
+
+            # the server stops reading once it gave up on the client, so the last sends wait
+            # until this bound (our own client never learns of the drop while it writes)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(send_all(), 20)
+            answers = 0
+            with contextlib.suppress(ConnectionError):
+                while (await ws.receive(timeout=30)).type is aiohttp.WSMsgType.TEXT:
+                    answers += 1
+            assert ws.closed and answers < 20_000, (ws.close_code, answers)
+            assert ws.close_code in (1008, 1006, None), ws.close_code
+            # its slot is free again: the one socket this session may have opens
+            async with http.ws_connect(url) as again:
+                assert (await again.receive_json(timeout=30))["type"] == "state"
+        assert srv.pool.get(lease.session_id).active  # the lease itself goes on

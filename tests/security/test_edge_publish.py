@@ -43,6 +43,7 @@ async def test_the_signed_token_never_goes_to_the_callers_url(cef_standin, setti
             status, err = await srv.json("POST", path,
                                          json={"room": "lkpool-a", "identity": "lkpool-b"})
             assert status == 502 and err["error"] == "livekit_unreachable", err
+            await srv.pool.wait_ready()  # the lease's replacement is up before shutdown
     assert not attacker_seen, "a token reached the caller's URL"
     assert "publish" in caplog.text and lease["session_id"][:6] in caplog.text
     assert lease["session_id"] not in caplog.text
@@ -66,4 +67,5 @@ async def test_a_callers_token_may_go_to_its_url_without_server_credentials(
         status, err = await srv.json("POST", f"/session/{lease['session_id']}/publish",
                                      json={"token": "their-token", "livekit_url": theirs})
         assert status == 502, err
+        await srv.pool.wait_ready()  # the lease's replacement is up before shutdown
     assert seen == ["their-token"] or "their-token" in seen

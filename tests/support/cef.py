@@ -4,6 +4,7 @@ for its native module (tests/cef_standin/lkcef_python.py), shared by every CEF t
 from __future__ import annotations
 
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -27,10 +28,13 @@ def no_cef(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
-def cef_standin(no_cef: Path):
+def cef_standin(no_cef: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """The stand-in module where livekit.browser expects the CEF binaries, with the marker
     its downloader leaves; yields that folder. Fails the test if livekit.browser's shared
-    memory or cache folders outlive it (the shared leak check only knows lkpool's names)."""
+    memory or cache folders outlive it (the shared leak check only knows lkpool's names).
+    livekit.browser makes its cache folders with `tempfile.mkdtemp`: they go to a folder
+    of this test's own, so other test runs on the machine (with CEF folders of their own
+    in /tmp) cannot make it fail."""
     from livekit.browser import __version__
     from livekit.browser.download import _detect_platform
 
@@ -38,11 +42,13 @@ def cef_standin(no_cef: Path):
     res.mkdir(parents=True)
     (res / ".downloaded").touch()
     shutil.copy(STANDIN, res)
+    caches = tmp_path / "tmp"
+    caches.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(caches))
     shm_before = _lkcef_shm()
-    caches_before = set(Path("/tmp").glob("lkcef_cache_*"))
     yield res
     assert _lkcef_shm() - shm_before == set(), "livekit.browser shared memory left behind"
-    assert set(Path("/tmp").glob("lkcef_cache_*")) - caches_before == set()
+    assert list(caches.glob("lkcef_cache_*")) == [], "livekit.browser cache folders left"
 
 
 def cef_settings(settings: Settings) -> Settings:

@@ -1,8 +1,9 @@
 -- One node's heartbeat, which also rewrites its whole state (so Redis restarting empty
 -- loses nothing), reaps silent nodes and serves the queue.
 -- ARGV: prefix, nid, internal url, public url, capacity, state, version, node timeout ms,
--- gone ttl ms, starting ttl ms, request ttl ms, n older nids to reap, those nids...,
--- then the node's live session ids.
+-- gone ttl ms, starting ttl ms, request ttl ms, n older nids to reap, those nids..., n
+-- ended session ids whose release did not reach Redis, those ids..., then the node's live
+-- session ids.
 -- Returns {reaped nids, sids the cluster declared gone, nodes up, capacity, used, queued,
 -- the live nodes as a flat list of nid, internal url, public url, state}.
 local nid = ARGV[2]
@@ -16,8 +17,11 @@ redis.call('HSET', P .. 'node:' .. nid, 'internal_url', ARGV[3], 'public_url', A
 redis.call('ZADD', HB, now_ms(), nid)
 local reaped = reap(timeout_ms, gone_ttl_ms, older)
 local set = sessions_of(nid)
+local n_ended = tonumber(ARGV[13 + n_older])
+local ended = {}
+for i = 14 + n_older, 13 + n_older + n_ended do ended[ARGV[i]] = true end
 local mine, dropped = {}, {}
-for i = 13 + n_older, #ARGV do
+for i = 14 + n_older + n_ended, #ARGV do
   local sid = ARGV[i]
   mine[sid] = true
   local key = P .. 'sess:' .. sid
@@ -29,12 +33,15 @@ for i = 13 + n_older, #ARGV do
     if not state then redis.call('HSET', key, 'node', nid, 'state', 'running') end
   end
 end
+-- a member the node does not list has ended only when the node says so, or its record
+-- went (an expired claim): a claim being made stays, and so does a lease made after the
+-- node took its list (confirmed running meanwhile)
 for _, sid in ipairs(redis.call('SMEMBERS', set)) do
   if not mine[sid] then
     local state = redis.call('HGET', P .. 'sess:' .. sid, 'state')
-    if state ~= 'starting' then  -- a claim being started stays; anything else has ended
+    if ended[sid] or not state or state == 'gone' then
       redis.call('SREM', set, sid)
-      if state == 'running' then mark_gone(sid, 'ended', gone_ttl_ms) end
+      if ended[sid] and state and state ~= 'gone' then mark_gone(sid, 'ended', gone_ttl_ms) end
     end
   end
 end
