@@ -100,8 +100,8 @@ class Settings:
     audio: bool = _knob(True, "capture each instance's audio through PulseAudio")
     # isolation of leases (proc/sandbox.py): what a lease's browser may reach on the host
     sandbox: bool = _knob(True, "run each Chromium in its own user, mount, pid and network "
-                          "namespaces (bubblewrap + pasta); off only where the kernel forbids "
-                          "them, and then a lease reaches the host")
+                          "namespaces (bubblewrap + slirp4netns); off only where the kernel "
+                          "forbids them, and then a lease reaches the host")
     allow_host_ports: str = _knob("", "host loopback TCP ports a lease may reach at "
                                   "http://127.0.0.1:<port>/, comma separated (a-b for a range); "
                                   "no other host port is reachable from a sandbox")

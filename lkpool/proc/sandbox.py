@@ -177,18 +177,15 @@ def _bwrap_args(spec: Spec, fds: dict[str, int]) -> list[str]:
     return args
 
 
-def _pasta_args(spec: Spec, netns_fd: int, forward_devtools: bool) -> list[str]:
-    args = ["pasta", "--foreground", "--quiet", "--config-net", "--no-map-gw",
-            # every forward is explicit: 'auto' (the default) would forward each port the host
-            # listens on into the namespace, the server's included
-            "-t", f"127.0.0.1/{spec.port}" if forward_devtools else "none",
-            "-u", "none", "-U", "none",
-            "-T", ",".join(map(str, spec.allow_ports)) if spec.allow_ports else "none"]
-    if os.geteuid() == 0:
-        args += ["--runas", "0"]  # pasta joins a namespace that is not its uid's
-    # the namespace by a descriptor we opened: pasta, which drops most capabilities first,
-    # may not open another uid's /proc/<pid>/ns itself
-    return [*args, "--netns-only", "--netns", f"/proc/self/fd/{netns_fd}"]
+def _pasta_args(spec: Spec, pid: int) -> list[str]:
+    """pasta, for a server that is not root (root's sandboxes use slirp4netns and our own
+    forwards): it joins the user and network namespaces of `pid`, both its own uid's."""
+    return ["pasta", "--foreground", "--quiet", "--config-net", "--no-map-gw",
+            # every forward is explicit: 'auto' (the default) would forward each port the
+            # host listens on into the namespace, the server's included
+            "-t", f"127.0.0.1/{spec.port}", "-u", "none", "-U", "none",
+            "-T", ",".join(map(str, spec.allow_ports)) if spec.allow_ports else "none",
+            str(pid)]
 
 
 def _read_info(fd: int, proc: subprocess.Popen, deadline: float) -> int:
@@ -239,19 +236,13 @@ def _routed(pid: int) -> bool:
         return any(line.split()[1] == "00000000" for line in f.readlines()[1:])
 
 
-def _start_pasta(spec: Spec, pid: int, log, deadline: float, forward_devtools: bool
-                 ) -> subprocess.Popen:
-    netns = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
-    try:
-        pasta = subprocess.Popen(_pasta_args(spec, netns, forward_devtools),
-                                 env=allowed_env({}), pass_fds=(netns,),
-                                 stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-    finally:
-        os.close(netns)
+def _start_pasta(spec: Spec, pid: int, log, deadline: float) -> subprocess.Popen:
+    pasta = subprocess.Popen(_pasta_args(spec, pid), env=allowed_env({}),
+                             stdin=subprocess.DEVNULL, stdout=log, stderr=log)
 
     def ready() -> bool:
-        return ((not forward_devtools or _listening([spec.port]))
-                and _listening(spec.allow_ports, f"/proc/{pid}/net") and _routed(pid))
+        return (_listening([spec.port]) and _listening(spec.allow_ports, f"/proc/{pid}/net")
+                and _routed(pid))
 
     while not ready():
         if pasta.poll() is not None or time.monotonic() > deadline:
@@ -330,7 +321,7 @@ def start(spec: Spec, log, listener: socket.socket | None, attempts: int = 3) ->
         for attempt in range(attempts):
             try:
                 network = (_start_slirp(pid, log, deadline) if listener is not None
-                           else _start_pasta(spec, pid, log, deadline, True))
+                           else _start_pasta(spec, pid, log, deadline))
                 break
             except OSError as exc:
                 if attempt == attempts - 1 or time.monotonic() > deadline:

@@ -26,15 +26,22 @@ ROLES = {
 
 
 def group(ctx: BrowserContext) -> list[psutil.Process]:
-    """Every live process of the instance's process group (the child leads it)."""
-    out = []
+    """Every live process of the instance: its process group (the child leads it) and the
+    child's descendants (a sandboxed Chromium runs in a session of its own)."""
+    out: dict[int, psutil.Process] = {}
     for proc in psutil.process_iter(["pid"]):
         try:
             if os.getpgid(proc.pid) == ctx.pid and proc.status() != psutil.STATUS_ZOMBIE:
-                out.append(proc)
+                out[proc.pid] = proc
         except (ProcessLookupError, psutil.Error):
             continue
-    return out
+    try:
+        for proc in psutil.Process(ctx.pid).children(recursive=True):
+            if proc.status() != psutil.STATUS_ZOMBIE:
+                out.setdefault(proc.pid, proc)
+    except (psutil.Error, TypeError):
+        pass
+    return list(out.values())
 
 
 def _by_name(ctx: BrowserContext, name: str) -> int:

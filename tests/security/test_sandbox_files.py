@@ -95,13 +95,15 @@ async def test_no_instance_process_holds_the_servers_secrets(tmp_path) -> None:
     pasta); only lkpool's own child process, the trusted side, has it."""
     secret = "canary-env-" + os.urandom(8).hex()
     env_before = dict(os.environ)
-    os.environ.update({"LIVEKIT_API_SECRET": secret, "LKPOOL_TEST_CANARY": secret,
+    os.environ.update({"TOKEN": secret, "LIVEKIT_API_SECRET": secret,
+                       "LKPOOL_TEST_CANARY": secret,
                        "CHROMIUM_PROFILE_BASE_DIR": str(tmp_path / "profiles"),
-                       "NUM_WARM": "1", "CAPTURE": "x11"})
+                       "NUM_WARM": "1", "CAPTURE": "x11", "ACQUIRE_TIMEOUT": "90"})
     try:
         async with serve_subprocess() as served:
             async with aiohttp.ClientSession() as http:
-                async with http.post(served.base + "/browser?timeout=60") as resp:
+                async with http.post(served.base + "/browser?timeout=60",
+                                     headers={"Authorization": f"Bearer {secret}"}) as resp:
                     assert resp.status == 200, await resp.text()
                 helpers, carriers = [], []
                 for proc in tree(served.proc.pid)[1:]:
