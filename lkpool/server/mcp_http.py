@@ -21,16 +21,18 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
-from mcp.server.mcpserver import Context
-from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
-from mcp.server.transport_security import TransportSecuritySettings
 
-from ..mcpserver import LEASE_TIMEOUT, RestBrowsers, build
 from .appkeys import MCP_ENDPOINT, SETTINGS
+
+if TYPE_CHECKING:  # the mcp package is imported on the first request to /mcp
+    from mcp.server.mcpserver import Context
+    from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+
+    from ..mcpserver import RestBrowsers
 
 logger = logging.getLogger(__name__)
 
@@ -118,17 +120,22 @@ class AsgiBridge:
 
 
 class McpEndpoint:
-    """The app's MCP server and its session manager, run for the app's lifetime."""
+    """The app's MCP server and its session manager. Both start with the first request to
+    /mcp (the `mcp` package takes a second to import, which a server that never serves MCP
+    should not pay at start) and stop with the app."""
 
     def __init__(self, app: web.Application) -> None:
         self.app = app
-        self.server = build(self.browsers_of)
-        self.server.streamable_http_app(
-            session_idle_timeout=LEASE_TIMEOUT,
-            transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False))
-        self.manager: StreamableHTTPSessionManager = self.server.session_manager
         self.base = ""  # this server's address, as the clients reach it
+        self._manager: StreamableHTTPSessionManager | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+        self._starting = asyncio.Lock()
+        self._closed = False
         self._sessionless: RestBrowsers | None = None
+
+    def _token(self) -> str | None:
+        return self.app[SETTINGS].token or None
 
     def sessionless(self) -> RestBrowsers:
         """The browsers of clients that have no MCP session (the 2026 protocol's
@@ -136,11 +143,15 @@ class McpEndpoint:
         end by close_browser or their timeout. Their session ids are the capability, as
         under /session/{id}/."""
         if self._sessionless is None:
-            self._sessionless = RestBrowsers(self.base, token=self.app[SETTINGS].token or None)
+            from ..mcpserver import RestBrowsers
+
+            self._sessionless = RestBrowsers(self.base, token=self._token())
         return self._sessionless
 
     def browsers_of(self, ctx: Context) -> RestBrowsers:
         """The calling session's browsers: made on its first call, released as it ends."""
+        from ..mcpserver import RestBrowsers
+
         # the session's Connection holds per-client state and the teardown run as the
         # session ends (its `exit_stack`, the package's documented hook); MCPServer's tool
         # context reaches it only through the request's ServerSession
@@ -149,10 +160,43 @@ class McpEndpoint:
             return self.sessionless()
         browsers = connection.state.get(BROWSERS)
         if browsers is None:
-            token = self.app[SETTINGS].token or None
-            browsers = connection.state[BROWSERS] = RestBrowsers(self.base, token=token)
+            browsers = connection.state[BROWSERS] = RestBrowsers(self.base, token=self._token())
             connection.exit_stack.push_async_callback(browsers.aclose)
         return browsers
+
+    async def _started(self) -> StreamableHTTPSessionManager:
+        """The session manager, running in a task of its own (its task group must be
+        entered and left in one task)."""
+        async with self._starting:
+            if self._closed:
+                raise web.HTTPServiceUnavailable(text="the server is stopping")
+            if self._manager is not None:
+                return self._manager
+            from mcp.server.transport_security import TransportSecuritySettings
+
+            from ..mcpserver import LEASE_TIMEOUT, build
+
+            server = build(self.browsers_of)
+            server.streamable_http_app(
+                session_idle_timeout=LEASE_TIMEOUT,
+                transport_security=TransportSecuritySettings(
+                    enable_dns_rebinding_protection=False))
+            manager = server.session_manager
+            ready = asyncio.Event()
+
+            async def run() -> None:
+                async with manager.run():
+                    ready.set()
+                    await self._stop.wait()
+
+            task = self._task = asyncio.create_task(run(), name="mcp-sessions")
+            waiter = asyncio.create_task(ready.wait())
+            await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            if task.done():
+                task.result()  # it failed to start: say why
+            self._manager = manager
+            return manager
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         if not self.base:
@@ -160,32 +204,21 @@ class McpEndpoint:
             if local:
                 host = f"[{local[0]}]" if ":" in local[0] else local[0]
                 self.base = f"http://{host}:{local[1]}"
-        return await AsgiBridge(request).run(self.manager.handle_request)
+        manager = await self._started()
+        return await AsgiBridge(request).run(manager.handle_request)
 
     async def running(self, app: web.Application) -> AsyncIterator[None]:
-        """Runs the session manager in a task of its own (its task group must be entered
-        and left in one task); stopping it ends every session, and so their leases."""
-        ready, stop = asyncio.Event(), asyncio.Event()
-
-        async def run() -> None:
-            async with self.manager.run():
-                ready.set()
-                await stop.wait()
-
-        task = asyncio.create_task(run(), name="mcp-sessions")
-        waiter = asyncio.create_task(ready.wait())
-        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        waiter.cancel()
-        if task.done():
-            task.result()  # it failed to start: say why
-        try:
-            yield
-        finally:
-            stop.set()
+        """Stops the session manager with the app: every session ends, and so its leases
+        (the pool, stopping next, ends them in any case)."""
+        yield
+        async with self._starting:
+            self._closed = True
+        self._stop.set()
+        if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError):
-                await task
-            if self._sessionless is not None:  # the pool, stopping next, ends their leases
-                await self._sessionless.aclose(release=False)
+                await self._task
+        if self._sessionless is not None:
+            await self._sessionless.aclose(release=False)
 
 
 def setup(app: web.Application) -> None:
