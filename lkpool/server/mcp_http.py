@@ -50,7 +50,8 @@ class AsgiBridge:
         self.request = request
         self.response: web.StreamResponse | None = None
         self._body_done = False
-        self._ended = False
+        self._ended = False  # the response was finished
+        self._lost = False  # the client left while sending its body
 
     def scope(self) -> dict[str, Any]:
         request = self.request
@@ -70,7 +71,7 @@ class AsgiBridge:
 
     def _gone(self) -> bool:
         transport = self.request.transport
-        return self._ended or transport is None or transport.is_closing()
+        return self._ended or self._lost or transport is None or transport.is_closing()
 
     async def receive(self) -> Message:
         """The body in chunks as it arrives; then `http.disconnect` once the client went
@@ -79,7 +80,7 @@ class AsgiBridge:
             try:
                 chunk = await self.request.content.readany()
             except (OSError, HttpProcessingError):  # the client left within its body
-                self._body_done = self._ended = True
+                self._body_done = self._lost = True
                 return {"type": "http.disconnect"}
             self._body_done = self.request.content.at_eof()
             return {"type": "http.request", "body": chunk, "more_body": not self._body_done}

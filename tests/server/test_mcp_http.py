@@ -160,3 +160,22 @@ async def test_mcp_event_stream_ends_when_its_client_leaves(settings: Settings) 
         assert set(statuses) <= {200, 409}, statuses
         async with server.http.delete(url, headers=session) as resp:
             assert resp.status == 200, await resp.text()
+
+
+async def test_mcp_reads_a_body_that_arrives_in_pieces(settings: Settings) -> None:
+    """An initialize request sent chunked, in pieces with pauses between them, reaches the
+    MCP app whole and opens a session (the bridge streams the body, it does not cut it)."""
+    small = settings.replace(width=320, height=240, audio=False, num_warm=0, token=TOKEN)
+    body = json.dumps(INITIALIZE).encode()
+
+    async def pieces() -> AsyncIterator[bytes]:
+        for start in range(0, len(body), 16):
+            yield body[start:start + 16]
+            await asyncio.sleep(0.01)
+
+    async with run_server(small) as server:
+        async with server.http.post(server.url("/mcp"), data=pieces(), headers={
+                **MCP_ACCEPT, "Authorization": f"Bearer {TOKEN}"}) as resp:
+            text = await resp.text()
+            assert resp.status == 200, text
+            assert resp.headers.get("mcp-session-id") and "serverInfo" in text
