@@ -8,7 +8,9 @@ The tools speak to an lkpool server over its REST API (`--server URL`), or to on
 in this process with its own pool (the default), so both are one path. Every lease a
 client opened is released when it goes away: over stdio, the client's end of the pipe
 closing ends the server, which releases its leases on the way out (and a lease lost
-anyway, with the process killed, expires after its timeout on the server).
+anyway, with the process killed, expires after its timeout on the server). Over streamable
+HTTP (`/mcp` on the server itself, lkpool/server/mcp_http.py) each MCP session has its own
+leases, released when the session ends (DELETE, idle, the server stopping).
 """
 
 from __future__ import annotations
@@ -16,11 +18,11 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 import aiohttp
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.utilities.types import Image
 from pydantic import Field
@@ -30,6 +32,7 @@ from .errors import LkpoolError
 INSTRUCTIONS = """Browsers from an lkpool pool. open_browser gives a session id; pass it to
 navigate, computer (Anthropic computer-use actions: left_click, type, key, scroll, ...,
 coordinates in page pixels) and screenshot; close_browser when done."""
+LEASE_TIMEOUT = 600.0  # seconds a browser is leased for: the bound on a lease left behind
 
 
 class ServerRefused(ToolError, LkpoolError):
@@ -41,7 +44,7 @@ class RestBrowsers:
     """The leases of one MCP client, over an lkpool server's REST API."""
 
     def __init__(self, base: str, *, token: str | None = None,
-                 lease_timeout: float = 600.0) -> None:
+                 lease_timeout: float = LEASE_TIMEOUT) -> None:
         self.base = base.rstrip("/")
         self.lease_timeout = lease_timeout
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -106,49 +109,55 @@ Format = Annotated[str, Field(pattern="^(png|jpeg)$", description="png or jpeg")
 Scale = Annotated[float, Field(gt=0, le=1, description="scale factor of the image, at most 1")]
 
 
-def build(browsers: RestBrowsers) -> MCPServer:
-    """The MCP server and its tools, over one client's browsers."""
+# the browsers of the client a tool call came from (over HTTP, one RestBrowsers per MCP session)
+BrowsersOf = Callable[[Context], RestBrowsers]
+
+
+def build(browsers: RestBrowsers | BrowsersOf) -> MCPServer:
+    """The MCP server and its tools, over one client's browsers (stdio) or over each
+    client's own, found from the tool call's context (streamable HTTP: many clients)."""
     server = MCPServer("lkpool", instructions=INSTRUCTIONS)
+    of: BrowsersOf = browsers if callable(browsers) else (lambda _ctx: browsers)
 
     @server.tool(structured_output=False)
-    async def open_browser(url: str | None = None, width: int | None = None,
+    async def open_browser(ctx: Context, url: str | None = None, width: int | None = None,
                            height: int | None = None) -> str:
         """Opens a browser (a page leased from the pool, at `url` if given) and returns its
         session id and size; pass the id to the other tools."""
-        body = await browsers.open(url, width, height)
+        body = await of(ctx).open(url, width, height)
         lease = {"session_id": body["session_id"]}
         lease |= {k: body[k] for k in ("width", "height", "expires_at") if k in body}
         return json.dumps(lease)
 
     @server.tool(structured_output=False)
-    async def navigate(session_id: str, url: str, format: Format = "png",
+    async def navigate(ctx: Context, session_id: str, url: str, format: Format = "png",
                        scale: Scale = 1.0) -> list[Any]:
         """Loads `url` in the browser and returns a screenshot once it loaded."""
-        await browsers.navigate(session_id, url)
-        body = await browsers.computer(session_id, [], format, scale)
+        await of(ctx).navigate(session_id, url)
+        body = await of(ctx).computer(session_id, [], format, scale)
         return [_image(body["screenshot"])]
 
     @server.tool(structured_output=False)
-    async def computer(session_id: str, actions: list[dict[str, Any]],
+    async def computer(ctx: Context, session_id: str, actions: list[dict[str, Any]],
                        format: Format = "png", scale: Scale = 1.0) -> list[Any]:
         """Runs Anthropic computer-use actions in order ({"action": "left_click",
         "coordinate": [x, y]}, {"action": "type", "text": "..."}, {"action": "key",
         "text": "ctrl+a"}, {"action": "scroll", "coordinate": [x, y], "scroll_direction":
         "down", "scroll_amount": 3}, ...) and returns a screenshot once the page settled.
         The whole batch is checked first: a bad action runs nothing."""
-        body = await browsers.computer(session_id, actions, format, scale)
+        body = await of(ctx).computer(session_id, actions, format, scale)
         return [_image(body["screenshot"]), json.dumps({"cursor": body["cursor"]})]
 
     @server.tool(structured_output=False)
-    async def screenshot(session_id: str, format: Format = "png",
+    async def screenshot(ctx: Context, session_id: str, format: Format = "png",
                          scale: Scale = 1.0) -> list[Any]:
         """The browser's page as it is now."""
-        return [_image(await browsers.screenshot(session_id, format, scale))]
+        return [_image(await of(ctx).screenshot(session_id, format, scale))]
 
     @server.tool(structured_output=False)
-    async def close_browser(session_id: str) -> str:
+    async def close_browser(ctx: Context, session_id: str) -> str:
         """Closes the browser: its lease ends and the page is gone."""
-        await browsers.close(session_id)
+        await of(ctx).close(session_id)
         return "closed"
 
     return server

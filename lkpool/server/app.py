@@ -35,6 +35,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "lkpool.server.stream",
     "lkpool.server.publishing",
     "lkpool.server.computer",
+    "lkpool.server.mcp_http",
     "lkpool.server.proxy",
 )
 

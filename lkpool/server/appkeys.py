@@ -15,6 +15,7 @@ if TYPE_CHECKING:  # the types only: imports stay one-way at run time
     from ..cluster.node import Cluster
     from ..pool import Pool
     from .frames import Broadcasters
+    from .mcp_http import McpEndpoint
     from .metrics import Metrics
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -35,3 +36,5 @@ CLUSTER: web.AppKey[Cluster] = web.AppKey("cluster")
 FROM_PEER: web.RequestKey[bool] = web.RequestKey("from_peer", bool)
 # session id -> its LiveKit publication (lkpool.server.publishing)
 PUBLICATIONS: web.AppKey[dict[str, Any]] = web.AppKey("publications")
+# the MCP server over streamable HTTP at /mcp and its sessions (lkpool.server.mcp_http)
+MCP_ENDPOINT: web.AppKey[McpEndpoint] = web.AppKey("mcp_endpoint")
