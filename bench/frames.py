@@ -29,7 +29,7 @@ from lkpool import BrowserContext, profiles
 from lkpool.config import Settings
 from lkpool.proc.cdp import CDPConnection
 from lkpool.proc.chromium import launch
-from tests.support.pages import serve_pages
+from tests.support.pages import ALLOW_HOST_PORTS, serve_pages
 
 PAGE = """<html><body style='margin:0;overflow:hidden'><canvas id=c></canvas><script>
 const c = document.getElementById('c'); c.width = innerWidth; c.height = innerHeight;
@@ -151,7 +151,7 @@ async def run_all(args: argparse.Namespace, base: str, url: str) -> None:
     try:
         for mode in args.modes.split(","):
             settings = Settings(chromium_profile_base_dir=base, capture=mode, audio=False,
-                                log_level="WARNING")
+                                log_level="WARNING", allow_host_ports=ALLOW_HOST_PORTS)
             for size in SIZES:
                 ref = await measure_reference(settings, mode, url, size, args.seconds)
                 print(fmt_row(f"{mode} {size[0]}x{size[1]} reference", ref, None), flush=True)

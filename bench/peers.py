@@ -47,7 +47,7 @@ from bench import browserless
 from bench.common import CpuMeter, Row, pss_kb, table, tree_pids
 from bench.pool import PAGE, Served, pct
 from lkpool.config import Settings
-from tests.support.pages import serve_pages
+from tests.support.pages import ALLOW_HOST_PORTS, serve_pages
 
 Connect = Callable[[Playwright], Awaitable[tuple[Browser, Page, Callable[[], Awaitable[None]]]]]
 
@@ -244,7 +244,7 @@ async def run(rounds: int = 2, connects: int = 8, b2b: int = 15, jobs: int = 20,
     missing = "" if not isinstance(package, str) else f"browserless not measured: {package}"
     profiles = tempfile.mkdtemp(prefix="lkpool-bench-peers-")
     flags = dict(num_warm=concurrency, max_instances=2 * concurrency, acquire_timeout=120,
-                 log_level="INFO")
+                 log_level="INFO", allow_host_ports=ALLOW_HOST_PORTS)  # the bench page
     reuse_flags = {**flags, "max_instances": concurrency, "max_reusable": jobs}
     results: dict[str, list[dict[str, Any]]] = {}
     failures: list[str] = []

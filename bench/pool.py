@@ -42,7 +42,7 @@ from lkpool import profiles as profile_folders
 from lkpool.client import APIClient
 from lkpool.config import Settings
 from lkpool.proc.chromium import BASE_FLAGS, NO_SANDBOX
-from tests.support.pages import serve_pages
+from tests.support.pages import ALLOW_HOST_PORTS, serve_pages
 
 PAGE = ("<html><head><title>bench</title></head><body style='margin:0;font:40px sans-serif;"
         "background:linear-gradient(90deg,#08f,#f80)'><h1>lkpool bench</h1>"
@@ -318,7 +318,7 @@ async def main(args: argparse.Namespace) -> None:
     profiles = tempfile.mkdtemp(prefix="lkpool-bench-")
     flags = dict(num_warm=args.concurrency, max_instances=args.concurrency + 2,
                  width=WIDTH, height=HEIGHT, audio=0, framerate=30, acquire_timeout=60,
-                 loop=args.loop)
+                 loop=args.loop, allow_host_ports=ALLOW_HOST_PORTS)
     try:
         async with serve_pages({"/page": PAGE}) as site, aiohttp.ClientSession() as http:
             url = f"{site}/page"

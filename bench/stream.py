@@ -182,11 +182,11 @@ async def main(args: argparse.Namespace) -> None:
     from lkpool.config import Settings
     from lkpool.server.app import serve_local
     from lkpool.server.appkeys import POOL
-    from tests.support.pages import serve_pages
+    from tests.support.pages import ALLOW_HOST_PORTS, serve_pages
 
     profiles = tempfile.mkdtemp(prefix="lkbench-")
     settings = Settings(width=args.width, height=args.height, framerate=args.fps, audio=False,
-                        num_warm=1, max_instances=1,
+                        num_warm=1, max_instances=1, allow_host_ports=ALLOW_HOST_PORTS,
                         chromium_profile_base_dir=profiles)
     try:
         async with serve_local(settings) as (base, app):
