@@ -125,6 +125,7 @@ class Sandbox:
     port: int  # DevTools, the same inside and on the host's loopback
     forward: Forward | None = None
     outward: Outward | None = None
+    inner: int = 0  # the host pid of the namespace's init (bwrap inside), 0 when unknown
 
     def kill(self) -> None:
         for fwd in (self.forward, self.outward):
@@ -138,6 +139,26 @@ class Sandbox:
                 proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 pass
+        if self.inner:
+            _wait_namespace_gone(self.inner, time.monotonic() + 5)
+
+
+def _wait_namespace_gone(init: int, deadline: float) -> None:
+    """Waits until the pid namespace of `init` holds no process. Its init dies with the outer
+    bwrap (--die-with-parent), but on its own time: the kernel then kills every process of
+    the namespace and lets the init end only once they all have, so an init that is gone or a
+    zombie means nothing of the browser is left (its zombie is reaped by whoever adopted it).
+    Without this wait an ended instance's renderers could outlive it by a moment."""
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{init}/stat", "rb") as f:
+                state = f.read().rsplit(b")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return
+        if state in (b"Z", b"X"):
+            return
+        time.sleep(0.01)
+    logger.warning("sandbox namespace of pid %d still has processes after 5 s", init)
 
 
 def _bwrap_args(spec: Spec, fds: dict[str, int]) -> list[str]:
@@ -327,7 +348,7 @@ def start(spec: Spec, log, listener: socket.socket | None, attempts: int = 3) ->
                 if attempt == attempts - 1 or time.monotonic() > deadline:
                     raise BrowserStartError(f"the sandbox's network did not start ({exc}); "
                                             "see chromium.log") from exc
-        box = Sandbox(bwrap, network, spec.port)
+        box = Sandbox(bwrap, network, spec.port, inner=pid)
         try:
             if listener is not None:
                 box.forward = Forward(listener, pid)
