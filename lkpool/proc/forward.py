@@ -24,6 +24,7 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Iterable
 
 logger = logging.getLogger(__name__)
 
@@ -49,16 +50,53 @@ def can_enter_namespaces() -> bool:
     return os.geteuid() == 0 and hasattr(os, "setns")
 
 
-class Forward:
-    """Copies connections to the host's `listener` into the namespace of process `pid`."""
+class _Relays:
+    """The open connections of one relay, which `close` cuts however many threads pump them:
+    a connection accepted while closing is closed at once instead of tracked."""
 
-    def __init__(self, listener: socket.socket, pid: int) -> None:
-        self.listener = listener
-        self.port = listener.getsockname()[1]
+    def __init__(self, pid: int) -> None:
         self._netns = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
         self._closed = False
+
+    def _track(self, *socks: socket.socket) -> bool:
+        with self._lock:
+            if self._closed:
+                for sock in socks:
+                    sock.close()
+                return False
+            self._open.update(socks)
+            return True
+
+    def _forget(self, *socks: socket.socket) -> None:
+        with self._lock:
+            self._open.difference_update(socks)
+
+    def _closing(self) -> list[socket.socket] | None:
+        """Marks the relay closed: the connections to cut, or None when it already was."""
+        with self._lock:
+            if self._closed:
+                return None
+            self._closed = True
+            return list(self._open)
+
+
+def _shut(socks: Iterable[socket.socket]) -> None:
+    for sock in socks:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+class Forward(_Relays):
+    """Copies connections to the host's `listener` into the namespace of process `pid`."""
+
+    def __init__(self, listener: socket.socket, pid: int) -> None:
+        super().__init__(pid)
+        self.listener = listener
+        self.port = listener.getsockname()[1]
         self._thread = threading.Thread(target=self._accept, name=f"devtools-{self.port}",
                                         daemon=True)
         self._thread.start()
@@ -89,36 +127,14 @@ class Forward:
                 threading.Thread(target=pair.pump, args=(src, dst), daemon=True,
                                  name=f"devtools-{self.port}-pump").start()
 
-    def _track(self, *socks: socket.socket) -> bool:
-        with self._lock:
-            if self._closed:
-                for sock in socks:
-                    sock.close()
-                return False
-            self._open.update(socks)
-            return True
-
-    def _forget(self, *socks: socket.socket) -> None:
-        with self._lock:
-            self._open.difference_update(socks)
-
     def close(self) -> None:
         """Stops accepting and cuts every connection; idempotent."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            socks = list(self._open)
-        try:
-            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
-        except OSError:
-            pass
+        socks = self._closing()
+        if socks is None:
+            return
+        _shut([self.listener])  # wakes the blocked accept()
         self.listener.close()
-        for sock in socks:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        _shut(socks)
         self._thread.join(timeout=2)
         os.close(self._netns)
 
@@ -154,7 +170,7 @@ class _Pair:
                 sock.close()
 
 
-class Outward:
+class Outward(_Relays):
     """Each of `ports` from 127.0.0.1 of the namespace of process `pid` out to the same port
     on the host's 127.0.0.1 (ALLOW_HOST_PORTS), where the sandbox's network (slirp4netns,
     `--disable-host-loopback`) reaches no host loopback port at all.
@@ -164,10 +180,7 @@ class Outward:
     host's."""
 
     def __init__(self, pid: int, ports: tuple[int, ...]) -> None:
-        self._netns = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        self._lock = threading.Lock()
-        self._open: set[socket.socket] = set()
-        self._closed = False
+        super().__init__(pid)
         self.listeners = self._listen_inside(ports) if ports else []
         self._threads = [threading.Thread(target=self._accept, args=(sock,), daemon=True,
                                           name=f"allowed-{sock.getsockname()[1]}")
@@ -212,32 +225,18 @@ class Outward:
                 continue
             for sock in (outer, inner):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            with self._lock:
-                if self._closed:
-                    inner.close()
-                    outer.close()
-                    return
-                self._open.update((inner, outer))
+            if not self._track(inner, outer):
+                return
             pair = _Pair(outer, inner, self._forget)
             for src, dst in ((outer, inner), (inner, outer)):
                 threading.Thread(target=pair.pump, args=(src, dst), daemon=True,
                                  name=f"allowed-{port}-pump").start()
 
-    def _forget(self, *socks: socket.socket) -> None:
-        with self._lock:
-            self._open.difference_update(socks)
-
     def close(self) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            socks = list(self._open)
-        for sock in (*self.listeners, *socks):
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        socks = self._closing()
+        if socks is None:
+            return
+        _shut((*self.listeners, *socks))
         for sock in self.listeners:
             sock.close()
         for thread in self._threads:
