@@ -4,20 +4,16 @@ leases it opened end when the client goes away."""
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import os
 import sys
 
-import numpy as np
 import pytest
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
-from PIL import Image
 
 from lkpool.config import Settings
-from tests.agents.conftest import FORM
+from tests.agents.conftest import FORM, image, open_red_then_form
 from tests.server.conftest import run_server, wait_until
 from tests.support.pages import serve_pages, solid
 
@@ -31,13 +27,6 @@ def client_of(base: str) -> Client:
                                         env=env))
 
 
-def image(result) -> np.ndarray:
-    assert not result.is_error, result
-    block = result.content[0]
-    assert block.type == "image" and block.mime_type == "image/png", block
-    return np.asarray(Image.open(io.BytesIO(base64.b64decode(block.data))).convert("RGB"))
-
-
 async def test_mcp_tools_drive_a_page_and_leases_end_with_the_client(settings: Settings
                                                                       ) -> None:
     """open_browser, navigate, computer, screenshot and close_browser work over stdio;
@@ -47,17 +36,7 @@ async def test_mcp_tools_drive_a_page_and_leases_end_with_the_client(settings: S
     async with serve_pages({"/form": FORM, "/red": solid("rgb(255,0,0)")}) as site, \
             run_server(small) as server:
         async with client_of(server.base) as client:
-            names = {t.name for t in (await client.list_tools()).tools}
-            assert names >= {"open_browser", "navigate", "computer", "screenshot",
-                             "close_browser"}
-            opened = await client.call_tool("open_browser", {"url": f"{site}/red"})
-            assert not opened.is_error, opened
-            sid = json.loads(opened.content[0].text)["session_id"]
-            assert tuple(image(await client.call_tool(
-                "screenshot", {"session_id": sid}))[240, 320]) == (255, 0, 0)
-            shot = image(await client.call_tool("navigate", {"session_id": sid,
-                                                             "url": f"{site}/form"}))
-            assert tuple(shot[240, 320]) == (0, 0, 255)
+            sid = await open_red_then_form(client, site)
             result = await client.call_tool("computer", {"session_id": sid, "actions": [
                 {"action": "left_click", "coordinate": [100, 25]},
                 {"action": "type", "text": "Hi MCP!"}]})

@@ -5,22 +5,18 @@ leases a session opened end with the session; web pages and token-less clients a
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import io
 import json
 from collections.abc import AsyncIterator
 
 import aiohttp
 import httpx2
-import numpy as np
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
-from PIL import Image
 
 from lkpool.config import Settings
-from tests.agents.conftest import FORM
+from tests.agents.conftest import FORM, image, open_red_then_form
 from tests.server.conftest import run_server, wait_until
 from tests.support.pages import serve_pages, solid
 
@@ -44,13 +40,6 @@ async def client_of(base: str, mode: str = "legacy") -> AsyncIterator[Client]:
         yield client
 
 
-def image(result) -> np.ndarray:
-    assert not result.is_error, result
-    block = result.content[0]
-    assert block.type == "image" and block.mime_type == "image/png", block
-    return np.asarray(Image.open(io.BytesIO(base64.b64decode(block.data))).convert("RGB"))
-
-
 async def test_mcp_over_http_drives_a_page_and_the_session_ends_its_leases(
         settings: Settings) -> None:
     """open_browser, screenshot, navigate and close_browser work over /mcp with the token; a
@@ -60,17 +49,7 @@ async def test_mcp_over_http_drives_a_page_and_the_session_ends_its_leases(
     async with serve_pages({"/form": FORM, "/red": solid("rgb(255,0,0)")}) as site, \
             run_server(small) as server:
         async with client_of(server.base) as client:
-            names = {t.name for t in (await client.list_tools()).tools}
-            assert names >= {"open_browser", "navigate", "computer", "screenshot",
-                             "close_browser"}
-            opened = await client.call_tool("open_browser", {"url": f"{site}/red"})
-            assert not opened.is_error, opened
-            sid = json.loads(opened.content[0].text)["session_id"]
-            assert tuple(image(await client.call_tool(
-                "screenshot", {"session_id": sid}))[240, 320]) == (255, 0, 0)
-            shot = image(await client.call_tool("navigate", {"session_id": sid,
-                                                             "url": f"{site}/form"}))
-            assert tuple(shot[240, 320]) == (0, 0, 255)
+            sid = await open_red_then_form(client, site)
             closed = await client.call_tool("close_browser", {"session_id": sid})
             assert not closed.is_error and not server.pool.list()
             kept = await client.call_tool("open_browser", {"url": f"{site}/red"})
