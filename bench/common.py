@@ -130,6 +130,15 @@ def deployed_main() -> Iterator[None]:
         sys.modules["__main__"] = real
 
 
+def cpu_seconds(proc: psutil.Process) -> float:
+    """User + system CPU seconds of one process so far; 0 for one that is gone."""
+    try:
+        t = proc.cpu_times()
+        return t.user + t.system
+    except psutil.Error:
+        return 0.0
+
+
 class CpuMeter:
     """CPU seconds of named process groups between `start` and `stop`."""
 
@@ -137,19 +146,12 @@ class CpuMeter:
         self.groups = groups
         self._t0: dict[int, float] = {}
 
-    @staticmethod
-    def _cpu(proc: psutil.Process) -> float:
-        try:
-            t = proc.cpu_times()
-            return t.user + t.system
-        except psutil.Error:
-            return 0.0
 
     def start(self) -> None:
         self.wall = time.monotonic()
-        self._t0 = {p.pid: self._cpu(p) for procs in self.groups.values() for p in procs}
+        self._t0 = {p.pid: cpu_seconds(p) for procs in self.groups.values() for p in procs}
 
     def stop(self) -> dict[str, float]:
         wall = time.monotonic() - self.wall
-        return {name: sum(self._cpu(p) - self._t0.get(p.pid, 0.0) for p in procs) / wall
+        return {name: sum(cpu_seconds(p) - self._t0.get(p.pid, 0.0) for p in procs) / wall
                 for name, procs in self.groups.items()}

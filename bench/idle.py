@@ -26,7 +26,7 @@ from collections import defaultdict
 import aiohttp
 import psutil
 
-from bench.common import Row, table, tree_pids
+from bench.common import Row, cpu_seconds, table, tree_pids
 from bench.pool import Served
 from lkpool import profiles
 from lkpool.config import Settings
@@ -34,14 +34,6 @@ from lkpool.proc.chromium import launch
 
 INSTANCE_TARGET = 0.3
 SERVER_TARGET = 0.5
-
-
-def _cpu(proc: psutil.Process) -> float:
-    try:
-        t = proc.cpu_times()
-        return t.user + t.system
-    except psutil.Error:
-        return 0.0
 
 
 def _roles(server_pid: int) -> dict[int, str]:
@@ -81,17 +73,17 @@ async def measure(server_pid: int, seconds: float) -> dict[str, float]:
     roles = _roles(server_pid)
     procs = {pid: psutil.Process(pid) for pid in roles}
     pulse = _pulseaudio()
-    before = {pid: _cpu(p) for pid, p in procs.items()}
-    pulse_before = {p.pid: _cpu(p) for p in pulse}
+    before = {pid: cpu_seconds(p) for pid, p in procs.items()}
+    pulse_before = {p.pid: cpu_seconds(p) for p in pulse}
     loop = asyncio.get_running_loop()
     started = loop.time()
     await asyncio.sleep(seconds)
     wall = loop.time() - started
     out: dict[str, float] = defaultdict(float)
     for pid, proc in procs.items():
-        out[roles[pid]] += (_cpu(proc) - before[pid]) / wall * 100
+        out[roles[pid]] += (cpu_seconds(proc) - before[pid]) / wall * 100
     # a daemon that exited meanwhile (another user's restarted it) counts for nothing
-    out["pulseaudio"] = sum(max(0.0, _cpu(p) - pulse_before[p.pid]) for p in pulse
+    out["pulseaudio"] = sum(max(0.0, cpu_seconds(p) - pulse_before[p.pid]) for p in pulse
                             if p.is_running()) / wall * 100
     return out
 
@@ -106,9 +98,9 @@ async def bare_chromium(settings: Settings, seconds: float) -> float:
         await asyncio.sleep(3.0)
         pids = tree_pids(launched.browser.pid)
         procs = [psutil.Process(p) for p in pids]
-        before = sum(_cpu(p) for p in procs)
+        before = sum(cpu_seconds(p) for p in procs)
         await asyncio.sleep(seconds)
-        return (sum(_cpu(p) for p in procs) - before) / seconds * 100
+        return (sum(cpu_seconds(p) for p in procs) - before) / seconds * 100
     finally:
         pids = pids or tree_pids(launched.browser.pid)
         launched.stop()
