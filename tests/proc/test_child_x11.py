@@ -185,10 +185,11 @@ async def test_resize_gives_frames_of_the_new_size(x11, site):
     # the kiosk window grow to the page (a pixel of margin), which is laid out natively
     res = await x11.resize(PAGE, 1600, 900)
     assert not res.error, res.error
-    frame = await x11.frame_where(PAGE, lambda f: f.shape == (900, 1600, 4)
-                                  and close_to(color_of(f), (255, 0, 0)))
-    for y, x in ((4, 4), (895, 1595)):  # no toolbar at the top, no black past the old window
-        assert close_to(tuple(int(v) for v in frame[y, x, 2::-1]), (255, 0, 0)), (y, x)
+    # no toolbar at the top, no black past the old window: a frame taken while the window
+    # grows may still show its new part unpainted (seen in CI), the frames after it do not
+    corners = ((4, 4), (895, 1595))
+    frame = await x11.frame_where(PAGE, lambda f: f.shape == (900, 1600, 4) and all(
+        close_to(tuple(int(v) for v in f[y, x, 2::-1]), (255, 0, 0)) for y, x in corners))
     res = await x11.request(p.Evaluate, PAGE, "[outerWidth, outerHeight, screen.width]")
     assert json.loads(res.value) == [1600, 900, 1601]
     res = await x11.resize(PAGE, 3000, 2000)
