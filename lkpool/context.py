@@ -22,6 +22,7 @@ import contextlib
 import itertools
 import logging
 import os
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal
@@ -33,6 +34,7 @@ from .connection import Connection, PageChannel
 from .errors import BrowserStartError, ClosedError, InstanceCrashed, InvalidArgument, LkpoolError
 from .events import EventEmitter
 from .page import AudioData, BrowserPage, PaintData, check_framerate, check_size
+from .proc import forward
 from .proc import protocol as p
 from .proc.channel import Channel, ChannelClosed
 from .tasks import spawn
@@ -64,6 +66,7 @@ class BrowserContext(EventEmitter[ContextEvent]):
         self._page_ids = itertools.count(1)
         self._pages: dict[int, BrowserPage] = {}
         self._ready: p.ContextReady | None = None
+        self._netns: forward.Namespace | None = None
         self._state: Literal["new", "starting", "running", "closing", "closed"] = "new"
         self.closed_reason: str | None = None
         self.profile_dir: str | None = None
@@ -109,6 +112,12 @@ class BrowserContext(EventEmitter[ContextEvent]):
     @property
     def version(self) -> str:
         return self._ready.version if self._ready else ""
+
+    def devtools_socket(self) -> socket.socket | None:
+        """A socket to connect to `remote_debugging_port` with from inside the instance's
+        sandbox, past the child's relay (the proxy's fast path); None where DevTools is to
+        be reached on the host's loopback."""
+        return self._netns.socket() if self._netns is not None and self.alive else None
 
     @property
     def browser_path(self) -> str | None:
@@ -179,6 +188,7 @@ class BrowserContext(EventEmitter[ContextEvent]):
         if not isinstance(first, p.ContextReady):
             raise BrowserStartError(f"unexpected first message {type(first).__name__}")
         self._ready = first
+        self._netns = forward.Namespace.open(first.netns_pid, first.netns_inode)
         self.log.debug("instance ready: port %s capture %s display %s in %.2fs",
                        first.debugging_port, first.capture, first.display,
                        time.monotonic() - self.started_at)
@@ -221,6 +231,8 @@ class BrowserContext(EventEmitter[ContextEvent]):
             self._connection.close()
         # 3. end the child's process group (Chromium, Xvfb, audio reader), then the child
         await self._child.stop()
+        if self._netns is not None:
+            self._netns.close()
         # 4. pages: unlink shared memory (the parent owns it), tell listeners
         for page in list(self._pages.values()):
             page._mark_closed(reason)

@@ -16,6 +16,9 @@ falls back on pasta's own forward (`-t`), whose copy stalls on an old pasta (Deb
 
 Other instances cannot connect to P: each sandbox has a network namespace of its own, in
 which the host's loopback does not exist.
+
+The server's proxy skips this relay: it holds a `Namespace` of each instance and opens its
+DevTools WebSockets from inside (one copy of every CDP message fewer, bench/pool.py).
 """
 
 from __future__ import annotations
@@ -48,6 +51,61 @@ def listen(port: int) -> socket.socket:
 def can_enter_namespaces() -> bool:
     """Whether this process may `setns` into a sandbox's network namespace."""
     return os.geteuid() == 0 and hasattr(os, "setns")
+
+
+class Namespace:
+    """A sandbox's network namespace, held open by the server so that its proxy connects to
+    Chromium's DevTools from inside instead of through the child's relay.
+
+    The handle pins the namespace: `open` checks it against the inode the child reported
+    (which holds it open too), so it never names another lease's namespace whatever pid is
+    reused later, and it stays that namespace until `close`."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    @classmethod
+    def open(cls, pid: int, inode: int) -> Namespace | None:
+        """The namespace of process `pid` if it is the one with `inode`; None when it is
+        not (the process is gone) or cannot be entered from here."""
+        if not (pid and inode and can_enter_namespaces()):
+            return None
+        try:
+            fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        if os.fstat(fd).st_ino != inode:
+            os.close(fd)
+            return None
+        return cls(fd)
+
+    def socket(self) -> socket.socket:
+        """A new TCP socket of the namespace, unconnected and non-blocking. The calling
+        thread enters the namespace for the one system call and is back before returning."""
+        if self._fd < 0:
+            raise OSError("the sandbox's network namespace is closed")
+        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.setns(self._fd, os.CLONE_NEWNET)
+            try:
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            finally:
+                os.setns(home, os.CLONE_NEWNET)
+        finally:
+            os.close(home)
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def inode_of(pid: int) -> int:
+    """The inode of process `pid`'s network namespace (what `Namespace.open` checks)."""
+    return os.stat(f"/proc/{pid}/ns/net").st_ino
 
 
 class _Relays:

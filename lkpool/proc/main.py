@@ -30,8 +30,8 @@ from .. import profiles
 from ..config import Settings
 from ..errors import BrowserStartError
 from ..tasks import spawn
+from . import forward, xlib
 from . import protocol as p
-from . import xlib
 from .audio import AudioSink
 from .cdp import CDPClosed, CDPConnection, CDPError, CDPTimeout
 from .channel import Channel, ChannelClosed
@@ -150,10 +150,13 @@ class Child:
         version = (await self.cdp.send("Browser.getVersion")).get("product", VERSION)
         # the sink is there for Chromium to play into; its monitor is read only once the
         # parent listens (ListenAudio)
+        box = launched.box  # its namespace, where the server may connect from inside
+        netns_pid = box.inner if box is not None and box.forward is not None else 0
         self.channel.send(p.ContextReady(
-            self.launched.debugging_port, self.launched.browser.pid, self.mode,
-            self.launched.display, self.audio.name if self.audio else "", version,
-            urllib.parse.urlsplit(self.launched.ws_url).path))
+            launched.debugging_port, launched.browser.pid, self.mode, launched.display,
+            self.audio.name if self.audio else "", version,
+            urllib.parse.urlsplit(launched.ws_url).path, netns_pid,
+            forward.inode_of(netns_pid) if netns_pid else 0))
 
     # ---- commands ------------------------------------------------------------------------
     async def evaluate(self, m: p.Evaluate) -> str:

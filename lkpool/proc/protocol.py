@@ -237,6 +237,9 @@ class ContextReady(Message):
     audio_sink: str
     version: str
     browser_path: str  # the browser target's WebSocket path, /devtools/browser/<id>
+    # the sandbox whose network namespace DevTools listens in (forward.Namespace), or 0
+    netns_pid: int
+    netns_inode: int
 
 
 @message(65)

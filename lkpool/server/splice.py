@@ -64,14 +64,23 @@ class Upstream(asyncio.Protocol):
 
     @classmethod
     async def open(cls, port: int, path: str, timeout: float, *, host: str = "127.0.0.1",
-                   host_header: str | None = None, headers: Mapping[str, str] | None = None
-                   ) -> Upstream:
+                   host_header: str | None = None, headers: Mapping[str, str] | None = None,
+                   sock: socket.socket | None = None) -> Upstream:
         """Connects to `host`:`port` (an instance's DevTools on 127.0.0.1, or another node
-        of the cluster) and upgrades `path`; raises OSError or TimeoutError."""
+        of the cluster) and upgrades `path`; raises OSError or TimeoutError. `sock`: an
+        unconnected socket to connect with (one made inside an instance's sandbox)."""
         loop = asyncio.get_running_loop()
         key = ws.new_key()
         async with asyncio.timeout(timeout):
-            _, up = await loop.create_connection(lambda: cls(key), host, port)
+            if sock is None:
+                _, up = await loop.create_connection(lambda: cls(key), host, port)
+            else:
+                try:
+                    await loop.sock_connect(sock, (host, port))
+                    _, up = await loop.create_connection(lambda: cls(key), sock=sock)
+                except BaseException:
+                    sock.close()
+                    raise
             try:
                 assert up.transport is not None
                 up.transport.write(ws.upgrade_request(host_header or f"{host}:{port}", path,

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+
 import aiohttp
+import pytest
 from playwright.async_api import async_playwright
 from yarl import URL
 
+from lkpool.proc import forward
 from tests.server.conftest import run_server
 from tests.support.pages import serve_pages
 
@@ -78,3 +83,48 @@ async def test_playwright_and_escapes(small) -> None:
                                 "params": {"expression": "location.href", "returnByValue": True}})
             reply = await ws.receive_json(timeout=15)
             assert reply["result"]["result"]["value"] == f"{site}/page"
+
+
+def _host_connections_to(port: int) -> int:
+    """Established TCP connections of the host's network namespace whose far end is
+    127.0.0.1:`port` (the child's relay of an instance's DevTools)."""
+    count = 0
+    for line in open("/proc/self/net/tcp").read().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "01" and fields[2] == f"0100007F:{port:04X}":
+            count += 1
+    return count
+
+
+@pytest.mark.skipif(not forward.can_enter_namespaces(), reason="a root server enters sandboxes")
+async def test_the_proxy_reaches_devtools_inside_the_sandbox(small) -> None:
+    """A proxied DevTools WebSocket is opened from inside the lease's sandbox: it does not
+    go through the child's relay on the host's loopback (one copy of each message fewer)."""
+    async with run_server(small) as srv:
+        body = await srv.allocate(timeout=120)
+        sid, port = body["session_id"], body["debugging_port"]
+        status, targets = await srv.json("GET", f"/session/{sid}/json/list")
+        page_ws = next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page")
+        await asyncio.sleep(0.2)  # the HTTP request's connection to the relay is closed
+        before = _host_connections_to(port)
+        async with srv.http.ws_connect(page_ws) as ws:
+            await ws.send_json({"id": 1, "method": "Runtime.evaluate",
+                                "params": {"expression": "1"}})
+            assert "result" in await ws.receive_json(timeout=15)
+            assert _host_connections_to(port) == before
+
+
+def test_a_namespace_is_only_the_one_the_child_named() -> None:
+    """A pid reused by another process (another lease's sandbox) never gets the proxy into
+    its namespace: the handle is checked against the namespace's inode."""
+    pid = os.getpid()
+    assert forward.Namespace.open(pid, forward.inode_of(pid) + 1) is None
+    assert forward.Namespace.open(pid, 0) is None
+    if not forward.can_enter_namespaces():
+        return
+    ns = forward.Namespace.open(pid, forward.inode_of(pid))
+    assert ns is not None
+    ns.socket().close()
+    ns.close()
+    with pytest.raises(OSError):
+        ns.socket()
