@@ -8,12 +8,19 @@ one CDP call through the proxy (Browser.getVersion over ws_url), DELETE. Two pol
 (MAX_REUSABLE=10: a reset between leases, a fresh instance every 10). The baseline is what a
 client without a pool does: launch the same Chromium (same flags, headless, fresh profile),
 wait for its first CDP answer, kill it, 4 at a time.
+
+On a machine with fewer cores than clients every policy is CPU-bound, so leases/s is the
+cores over the CPU one lease costs, and that is printed too (the whole machine's busy CPU
+during the run over the leases). The floor beside it: the same Chromium launched the same
+way but left to finish its start-up (one second after its first CDP answer) before it is
+killed, which a pooled instance always does and the baseline never does.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import tempfile
 import time
@@ -25,6 +32,7 @@ from bench.pool import CDP, Served, cold_launch
 from lkpool.config import Settings
 
 WIDTH, HEIGHT = 800, 600
+LINGER = 1.0  # seconds the floor's browser runs on after its first answer
 
 
 async def _lease_cycle(http: aiohttp.ClientSession, base: str) -> None:
@@ -38,23 +46,44 @@ async def _lease_cycle(http: aiohttp.ClientSession, base: str) -> None:
         assert resp.status == 200
 
 
-async def _rate(total: int, concurrency: int, cycle) -> float:
-    """Cycles per second with `concurrency` clients sharing `total` cycles."""
+def busy_cpu() -> float:
+    """CPU seconds the whole machine has been busy (all cores, from /proc/stat)."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+async def _rate(total: int, concurrency: int, cycle, cpu: dict[str, float] | None = None,
+                name: str = "") -> float:
+    """Cycles per second with `concurrency` clients sharing `total` cycles; with `cpu`, the
+    machine's busy CPU seconds per cycle go into cpu[name]."""
     left = iter(range(total))
 
     async def client() -> None:
         for _ in left:
             await cycle()
 
+    busy = busy_cpu()
     started = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(concurrency)))
-    return total / (time.perf_counter() - started)
+    rate = total / (time.perf_counter() - started)
+    if cpu is not None:
+        cpu[name] = (busy_cpu() - busy) / total
+    return rate
+
+
+async def _finished_start(chromium: str, http: aiohttp.ClientSession) -> None:
+    """The floor: a launch like the baseline's, left one second after its first answer to
+    finish its start-up (profile databases, first paint, start-up tasks), then killed."""
+    await cold_launch(chromium, http, linger=LINGER)
 
 
 async def run(leases: int = 24, concurrency: int = 4) -> list[Row]:
     settings = Settings.from_env()
     profiles = tempfile.mkdtemp(prefix="lkpool-bench-alloc-")
     rates: dict[str, float] = {}
+    cpu: dict[str, float] = {}
     try:
         async with aiohttp.ClientSession() as http:
             for name, reuse in (("fresh", 0), ("reuse", 10)):
@@ -65,9 +94,18 @@ async def run(leases: int = 24, concurrency: int = 4) -> list[Row]:
                 async with Served(profiles, **flags) as srv:
                     await srv.wait_idle(http, concurrency)
                     rates[name] = await _rate(leases, concurrency,
-                                              lambda: _lease_cycle(http, srv.base))
+                                              lambda: _lease_cycle(http, srv.base), cpu, name)
             rates["cold"] = await _rate(leases, concurrency,
-                                        lambda: cold_launch(settings.chromium_path, http))
+                                        lambda: cold_launch(settings.chromium_path, http),
+                                        cpu, "cold")
+            # one at a time: its CPU, not its rate, is the figure, less what the machine
+            # spends anyway (its other processes) during the second it lingers
+            busy = busy_cpu()
+            await asyncio.sleep(2)
+            background = (busy_cpu() - busy) / 2
+            await _rate(max(4, leases // 4), 1,
+                        lambda: _finished_start(settings.chromium_path, http), cpu, "floor")
+            cpu["floor"] -= background * LINGER
     finally:
         shutil.rmtree(profiles, ignore_errors=True)
     base = "a Chromium launched per lease"
@@ -76,6 +114,14 @@ async def run(leases: int = 24, concurrency: int = 4) -> list[Row]:
             "leases/s", rates["cold"], base, note=f"{leases} leases: POST, CDP call, DELETE"),
         Row(f"leases/s, {concurrency} clients, reuse (MAX_REUSABLE=10)", rates["reuse"],
             "leases/s", rates["cold"], base, note="reset between leases"),
+        Row("CPU per lease, fresh instance per lease", cpu["fresh"] * 1e3, "ms",
+            cpu["cold"] * 1e3, base, note=f"whole machine, {os.cpu_count()} cores"),
+        Row("CPU per lease, reuse (MAX_REUSABLE=10)", cpu["reuse"] * 1e3, "ms",
+            cpu["cold"] * 1e3, base),
+        Row("floor: that Chromium left to finish its start-up", cpu["floor"] * 1e3, "ms",
+            cpu["cold"] * 1e3, base, note=f"killed {LINGER:g} s after its first answer "
+            "instead of at it (the machine's own load subtracted): what a pooled fresh "
+            "browser costs at least"),
     ]
 
 

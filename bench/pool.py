@@ -167,9 +167,10 @@ async def warm_start(srv: Served, http: aiohttp.ClientSession, runs: int, floor:
     return times
 
 
-async def cold_launch(chromium: str, http: aiohttp.ClientSession) -> float:
+async def cold_launch(chromium: str, http: aiohttp.ClientSession, linger: float = 0.0
+                      ) -> float:
     """The baseline: the same Chromium launched headless with a fresh profile, up to its first
-    CDP answer (the seconds returned), then killed."""
+    CDP answer (the seconds returned), then killed (`linger` seconds later)."""
     profile = tempfile.mkdtemp(prefix="bench-cold-")
     started = time.perf_counter()
     proc = await asyncio.create_subprocess_exec(
@@ -189,7 +190,9 @@ async def cold_launch(chromium: str, http: aiohttp.ClientSession) -> float:
                 await asyncio.sleep(0.005)
         async with http.ws_connect(f"ws://127.0.0.1:{port}{path}") as ws:
             await CDP(ws).call("Browser.getVersion")
-            return time.perf_counter() - started
+            took = time.perf_counter() - started
+        await asyncio.sleep(linger)
+        return took
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
