@@ -33,8 +33,9 @@ import aiohttp
 
 from bench.common import Row, table
 from lkpool.cluster import ids
+from lkpool.cluster.internal import SECRET_HEADER
 from lkpool.cluster.store import Store
-from tests.cluster.conftest import NODE_ENV, LocalCluster, Redis, free_port
+from tests.cluster.conftest import NODE_ENV, SECRET, LocalCluster, Redis, free_port
 
 
 def pct(values: list[float], q: float) -> float:
@@ -77,6 +78,24 @@ async def _allocations(cluster: LocalCluster, n: int) -> tuple[list[float], list
         async with http.delete(f"{b.base}/browser/{held}"):
             pass
     return owner, remote
+
+
+async def _hops(cluster: LocalCluster, n: int) -> list[float]:
+    """What one node-to-node request costs after the same idle gap as an allocation: the
+    floor of the extra hop a non-owner adds (POST /_cluster/acquire with no session: A's
+    400, through the same middlewares as a real one)."""
+    a = cluster.nodes["a"]
+    times: list[float] = []
+    async with aiohttp.ClientSession() as http:
+        for _ in range(n):
+            await _ready(http, a.base, 1, 0)
+            t0 = time.perf_counter()
+            async with http.post(a.base + "/_cluster/acquire", json={},
+                                 headers={SECRET_HEADER: SECRET}) as resp:
+                await resp.read()
+            times.append(time.perf_counter() - t0)
+            assert resp.status == 400, resp.status
+    return times
 
 
 async def _evaluations(cluster: LocalCluster, n: int) -> tuple[list[float], list[float]]:
@@ -172,6 +191,7 @@ async def run(allocs: int = 20, evals: int = 300, nodes: int = 100, slots: int =
         cluster = _start(Path(tmp))
         try:
             owner, remote = await _allocations(cluster, allocs)
+            hops = await _hops(cluster, allocs)
             local_eval, proxied_eval = await _evaluations(cluster, evals)
             placement = await _placement(cluster.redis.url, nodes, slots)
             unpreferred = await _placement(cluster.redis.url, nodes, slots, prefer=False)
@@ -181,6 +201,10 @@ async def run(allocs: int = 20, evals: int = 300, nodes: int = 100, slots: int =
     rows.append(Row("POST /browser through a non-owner (p50)", p50(remote) * 1e3, "ms",
                     p50(owner) * 1e3, "on the owner", note=f"{allocs} each, warm instance; "
                     f"p95 {pct(remote, .95) * 1e3:.1f} vs {pct(owner, .95) * 1e3:.1f} ms"))
+    rows.append(Row("the extra: non-owner minus owner (p50)",
+                    (p50(remote) - p50(owner)) * 1e3, "ms", p50(hops) * 1e3,
+                    "one node-to-node request", note="both after the same idle gap: "
+                    "each process on the way wakes cold"))
     rows.append(Row("Runtime.evaluate through a non-owner (p50)", p50(proxied_eval) * 1e3,
                     "ms", p50(local_eval) * 1e3, "through the owner",
                     note=f"{evals} round trips each; p99 {pct(proxied_eval, .99) * 1e3:.2f} "
