@@ -112,25 +112,31 @@ class AudioSink:
     def env(self) -> dict[str, str]:
         return {"PULSE_SERVER": self.server, "PULSE_SINK": self.name}
 
-    async def start(self, on_frame: Callable[[int, bytes], None]) -> None:
-        """Reads the monitor and calls `on_frame(pts_us, pcm)` every 10 ms of audio."""
-        self._parec = await asyncio.create_subprocess_exec(
+    async def start(self, on_frame: Callable[[int, bytes], None],
+                    on_exit: Callable[[], object] = lambda: None) -> None:
+        """Reads the monitor and calls `on_frame(pts_us, pcm)` every 10 ms of audio, and
+        `on_exit()` if the reader exits before `stop_reading` (the watchdog's event)."""
+        self._parec = parec = await asyncio.create_subprocess_exec(
             "parec", "-d", f"{self.name}.monitor", "--format=s16le", f"--rate={RATE}",
             f"--channels={CHANNELS}", "--raw", "--latency-msec=10",
             env=allowed_env({"PULSE_SERVER": self.server}),
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL)
-        self._task = asyncio.get_running_loop().create_task(self._read(on_frame),
-                                                            name="audio-reader")
+        self._task = asyncio.get_running_loop().create_task(
+            self._read(on_frame, parec, on_exit), name="audio-reader")
 
-    async def _read(self, on_frame: Callable[[int, bytes], None]) -> None:
-        assert self._parec is not None and self._parec.stdout is not None
+    async def _read(self, on_frame: Callable[[int, bytes], None],
+                    parec: asyncio.subprocess.Process, on_exit: Callable[[], object]) -> None:
+        assert parec.stdout is not None
         samples = 0
         while True:
             try:
-                pcm = await self._parec.stdout.readexactly(FRAME_BYTES)
+                pcm = await parec.stdout.readexactly(FRAME_BYTES)
             except asyncio.IncompleteReadError:
                 logger.warning("parec stopped; audio ends")
+                await parec.wait()  # its exit code is what the watchdog reports
+                if self._parec is parec:  # not stopped by us
+                    on_exit()
                 return
             on_frame(samples * 1_000_000 // RATE, pcm)
             samples += FRAME_SAMPLES

@@ -17,6 +17,7 @@ import asyncio
 import itertools
 import json
 import logging
+import socket
 import urllib.parse
 from typing import Any
 
@@ -52,10 +53,22 @@ class DevToolsSocket:
         self._writer = writer
 
     @classmethod
-    async def open(cls, url: str, timeout: float) -> DevToolsSocket:
+    async def open(cls, url: str, timeout: float, sock: socket.socket | None = None
+                   ) -> DevToolsSocket:
+        """`sock`: an unconnected socket to reach the URL's host and port with (one made
+        inside the browser's sandbox: no relay between us)."""
         parts = urllib.parse.urlsplit(url)
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(
-            parts.hostname, parts.port), timeout)
+        if sock is None:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(
+                parts.hostname, parts.port), timeout)
+        else:
+            try:
+                await asyncio.wait_for(asyncio.get_running_loop().sock_connect(
+                    sock, (parts.hostname, parts.port)), timeout)
+                reader, writer = await asyncio.open_connection(sock=sock)
+            except BaseException:
+                sock.close()
+                raise
         try:
             key = ws.new_key()
             writer.write(ws.upgrade_request(parts.netloc, parts.path, key))
@@ -122,8 +135,9 @@ class CDPConnection(EventEmitter[str]):
         self._reader = asyncio.get_running_loop().create_task(self._read(), name="cdp-reader")
 
     @classmethod
-    async def connect(cls, ws_url: str, timeout: float = 10.0) -> CDPConnection:
-        return cls(await DevToolsSocket.open(ws_url, timeout))
+    async def connect(cls, ws_url: str, timeout: float = 10.0,
+                      sock: socket.socket | None = None) -> CDPConnection:
+        return cls(await DevToolsSocket.open(ws_url, timeout, sock))
 
     @property
     def closed(self) -> bool:

@@ -16,7 +16,6 @@ import ctypes
 import json
 import logging
 import os
-import select
 import shutil
 import signal
 import socket
@@ -43,6 +42,7 @@ from .tab import NavigationFailed, Page, PageGone, ScriptError
 
 logger = logging.getLogger("lkpool.proc")
 
+# a test's grace for the watchdog: it wakes on events (pidfds), never on a timer
 WATCHDOG_PERIOD = 0.5
 PROCESS_NAME = b"lkpool-child"
 VERSION = "lkpool-chromium/1"
@@ -93,6 +93,8 @@ class Child:
         self.stopping = asyncio.Event()
         self.parent_gone = False
         self._tasks: set[asyncio.Task] = set()
+        self._pidfds: list[int] = []
+        self.netns: forward.Namespace | None = None  # the sandbox's network, where DevTools is
         self.pages = Pages(self.mode, self._send, self._spawn)
         page = self.pages.get
         self.handlers: dict[type, Callable[[Any], Awaitable[Any]]] = {
@@ -128,7 +130,12 @@ class Child:
         xlib.ON_X_SERVER_LOST.append(self._emergency_cleanup)
         self.launched = await launch(self.settings, self.profile_dir, self.port, self.mode,
                                      size, env)
-        self.cdp = await CDPConnection.connect(self.launched.ws_url)
+        box = self.launched.box  # in its sandbox: our DevTools socket is made inside it,
+        netns_pid = box.inner if box is not None and box.forward is not None else 0
+        if netns_pid:  # past the relay, which then carries other clients' sockets only
+            self.netns = forward.Namespace.open(netns_pid, forward.inode_of(netns_pid))
+        self.cdp = await CDPConnection.connect(
+            self.launched.ws_url, sock=self.netns.socket() if self.netns else None)
         self.cdp.on("disconnected", lambda reason: self.crashed(f"devtools closed: {reason}"))
         self.cdp.on("Target.targetDestroyed", lambda prm, _s: self.pages.target_gone(
             prm.get("targetId"), "closed"))
@@ -148,10 +155,9 @@ class Child:
         self.pages.open(self.cdp, screen, launched.display,
                         next((t["targetId"] for t in targets if t["type"] == "page"), None))
         version = (await self.cdp.send("Browser.getVersion")).get("product", VERSION)
+        self._watch_processes()
         # the sink is there for Chromium to play into; its monitor is read only once the
         # parent listens (ListenAudio)
-        box = launched.box  # its namespace, where the server may connect from inside
-        netns_pid = box.inner if box is not None and box.forward is not None else 0
         self.channel.send(p.ContextReady(
             launched.debugging_port, launched.browser.pid, self.mode, launched.display,
             self.audio.name if self.audio else "", version,
@@ -234,7 +240,7 @@ class Child:
         assert audio is not None
         while bool(self.audio_wanted) != audio.reading:
             if self.audio_wanted:
-                await audio.start(self._on_audio)
+                await audio.start(self._on_audio, self._children_exited)
             else:
                 await audio.stop_reading()
 
@@ -275,26 +281,52 @@ class Child:
             self.stopping.set()
 
     async def watchdog(self) -> None:
-        """Parent gone or browser/Xvfb/parec exited -> stop. The parent is watched through a
-        pidfd (no pid reuse), not our ppid: a forkserver's child has the forkserver for a
-        parent, and losing that one must not end the instance."""
+        """Parent gone -> stop; browser, Xvfb or the audio daemon exited -> crashed (their
+        pidfds are added by `_watch_processes` once started, parec's end by the audio
+        sink). Each is a pidfd in the event loop: an idle instance does not wake for its
+        watchdog at all (bench/idle.py). The parent is watched through a pidfd (no pid
+        reuse), not our ppid: a forkserver's child has the forkserver for a parent, and
+        losing that one must not end the instance."""
         try:
-            parent = os.pidfd_open(self.parent_pid)
-        except ProcessLookupError:
-            parent = -1
-        try:
-            while True:
-                if parent < 0 or select.select([parent], [], [], 0)[0]:
-                    logger.warning("parent %d is gone", self.parent_pid)
-                    self.parent_gone = True
-                    self.stopping.set()
-                    return
-                await asyncio.sleep(WATCHDOG_PERIOD)
-                if self._children_exited():
-                    return
+            self._watch(self.parent_pid, self._parent_exited)
+            await asyncio.Event().wait()  # until close() cancels it
         finally:
-            if parent >= 0:
-                os.close(parent)
+            loop = asyncio.get_running_loop()
+            for fd in self._pidfds:
+                loop.remove_reader(fd)
+                os.close(fd)
+            self._pidfds.clear()
+
+    def _watch(self, pid: int, exited: Callable[[], object]) -> None:
+        """Calls `exited` once process `pid` has exited (at once if it is gone already)."""
+        loop = asyncio.get_running_loop()
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            loop.call_soon(exited)
+            return
+        self._pidfds.append(fd)
+
+        def readable() -> None:
+            loop.remove_reader(fd)
+            exited()
+
+        loop.add_reader(fd, readable)
+
+    def _parent_exited(self) -> None:
+        logger.warning("parent %d is gone", self.parent_pid)
+        self.parent_gone = True
+        self.stopping.set()
+
+    def _watch_processes(self) -> None:
+        """After start: Chromium (its sandbox), Xvfb and the audio daemon end the instance
+        as soon as one of them exits."""
+        launched = self.launched
+        assert launched is not None
+        procs = [launched.browser, launched.xvfb, self.audio.daemon if self.audio else None]
+        for proc in procs:
+            if proc is not None:
+                self._watch(proc.pid, self._children_exited)
 
     def _children_exited(self) -> bool:
         """Reports (as a crash) the first of Chromium, Xvfb and parec found gone."""
@@ -355,6 +387,8 @@ class Child:
         # 4. DevTools, then audio (only we can unload our sink), then the processes
         if self.cdp is not None:
             await self.cdp.close()
+        if self.netns is not None:
+            self.netns.close()
         if self.audio is not None:
             await self.audio.aclose()
         if self.launched is not None:
