@@ -73,7 +73,11 @@ class Settings:
     scale_down_interval: float = _knob(60.0, "seconds between scale-down passes", min=0.1)
     max_startup_attempts: int = _knob(3, "failed starts in a row before the pool gives up",
                                       min=1, max=100)
-    health_check_interval: float = _knob(2.0, "seconds between health checks", min=0.1)
+    health_check_interval: float = _knob(2.0, "seconds between health checks of a leased "
+                                         "instance", min=0.1)
+    idle_health_check_interval: float = _knob(
+        30.0, "seconds between health checks of an idle instance (its crash is an event "
+        "anyway; this finds one that hangs)", min=0.1)
     health_check_timeout: float = _knob(3.0, "seconds an instance has to answer a check",
                                         min=0.1)
     proxy_connection_timeout: float = _knob(5.0, "seconds to reach an instance's DevTools",

@@ -15,8 +15,8 @@ to a session. The life of a slot::
   released, when its instance dies (`crashed`) or at shutdown. Its slot is then stopped and
   a fresh instance (fresh profile) started, unless the reuse policy (`lkpool.recycle`)
   allows a reset instead.
-- Health: every `HEALTH_CHECK_INTERVAL` each slot is pinged, and a context's `closed` event
-  reports a crash at once. `MAX_STARTUP_ATTEMPTS` failed starts in a row make the pool
+- Health: every `HEALTH_CHECK_INTERVAL` each leased slot is pinged (an idle one every
+  `IDLE_HEALTH_CHECK_INTERVAL`), and a context's `closed` event reports a crash at once. `MAX_STARTUP_ATTEMPTS` failed starts in a row make the pool
   *degraded*: it stops starting instances on its own until an acquire asks for one and that
   start succeeds.
 

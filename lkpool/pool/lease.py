@@ -59,6 +59,7 @@ class Slot:
         self.lease: Lease | None = None
         self.created = time.monotonic()
         self.idle_since = self.created
+        self.checked_at = 0.0  # monotonic time of its last health check
         self.last_used = time.time()
         self.uses = 0
         self.origins: set[str] = set()  # for a reset, when reuse is on
