@@ -14,7 +14,7 @@ import asyncio
 import logging
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -132,7 +132,7 @@ async def reset_browser(port: int, origins: set[str], timeout: float,
             for origin in sorted(origins):
                 await send("Storage.clearDataForOrigin", session, origin=origin,
                            storageTypes="all")
-            await send("Page.resetNavigationHistory", session)
+            await _when_active(lambda: send("Page.resetNavigationHistory", session))
             if downloads:
                 await send("Browser.setDownloadBehavior", behavior="allow",
                            downloadPath=downloads, eventsEnabled=True)
@@ -143,6 +143,22 @@ async def reset_browser(port: int, origins: set[str], timeout: float,
         if left:
             raise RuntimeError("targets survived the reset: "
                                + ", ".join(f"{t['type']} {t.get('url', '')}" for t in left))
+
+
+async def _when_active(call: Callable[[], Awaitable[Any]], tries: int = 40) -> Any:
+    """`call`, again while Chromium answers that the page is not active yet: right after
+    the navigation to about:blank the page's new frame may still be taking over from the
+    old one (seen when the reset follows a lease at once; a slower reset never met it)."""
+    from .proc.cdp import CDPError
+
+    for _ in range(tries - 1):
+        try:
+            return await call()
+        except CDPError as exc:
+            if "Not attached to an active page" not in str(exc):
+                raise
+        await asyncio.sleep(0.05)
+    return await call()
 
 
 # target types a reset closes: everything a session can leave running but the primary page

@@ -16,9 +16,9 @@ to a session. The life of a slot::
   a fresh instance (fresh profile) started, unless the reuse policy (`lkpool.recycle`)
   allows a reset instead.
 - Health: every `HEALTH_CHECK_INTERVAL` each leased slot is pinged (an idle one every
-  `IDLE_HEALTH_CHECK_INTERVAL`), and a context's `closed` event reports a crash at once. `MAX_STARTUP_ATTEMPTS` failed starts in a row make the pool
-  *degraded*: it stops starting instances on its own until an acquire asks for one and that
-  start succeeds.
+  `IDLE_HEALTH_CHECK_INTERVAL`), and a context's `closed` event reports a crash at once.
+  `MAX_STARTUP_ATTEMPTS` failed starts in a row make the pool *degraded*: it stops starting
+  instances on its own until an acquire asks for one and that start succeeds.
 
 Events (`Pool.on`): "launched"(seconds), "acquired"(lease, wait_seconds),
 "lease_ended"(lease), "crashed"(slot_id, why), "restarted"(), "degraded"(error).

@@ -292,8 +292,8 @@ class WarmSet(EventEmitter[PoolEvent]):
     async def _health_loop(self) -> None:
         """Leased slots every HEALTH_CHECK_INTERVAL, idle ones every
         IDLE_HEALTH_CHECK_INTERVAL: a check wakes the child, Chromium and the page's
-        renderer (8 ms of CPU in the child alone on this VM), which for a warm pool doing nothing was
-        most of its idle cost (bench/idle.py); a crash is an event, only a hang needs a
+        renderer (8 ms of the child's CPU alone on this VM), which was most of what a warm
+        pool doing nothing cost (bench/idle.py); a crash is an event, only a hang needs a
         check, and an idle instance that hangs harms no one until it is leased."""
         s = self.settings
         while True:
