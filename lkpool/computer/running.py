@@ -7,6 +7,7 @@ not a CDP capture).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,8 @@ from ..images import ImageFormat, encode
 from .actions import Cursor, Point, Step
 
 SETTLE_MAX = 1.0  # seconds a page may keep painting before its screenshot is taken anyway
+# resolves once the page has produced the frame after the one holding what came before it
+DRAWN = "new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => r(0))))"
 
 
 def take_focus(page: Any) -> None:
@@ -50,8 +53,11 @@ class Settling:
     - when the page was painting already before that (an animation, a hover effect), a
       grab of earlier damage may race the input's frame, so it also waits until one frame
       period passed with no newer frame;
-    - a page that paints nothing (the input changed nothing on screen) is left after two
-      frame periods, one that never stops painting after `max_wait`.
+    - a page that paints nothing (the input changed nothing on screen) is left two frame
+      periods after the page has drawn its next frames (two animation frames: counted from
+      the input alone, a loaded machine's late grab was taken for "nothing changed" and
+      the screenshot showed the page before the input), one that never stops painting
+      after `max_wait`.
     Transitions that run longer are the agent's to wait for (the `wait` action)."""
 
     def __init__(self, page: Any, *, max_wait: float = SETTLE_MAX) -> None:
@@ -81,10 +87,15 @@ class Settling:
         period_ns = int(self.period * 1e9)
         quiet = self.period if any(handled - t < period_ns for t in self._paints) else 0.0
         start = loop.time()
+        evaluate = getattr(self.page, "evaluate", None)
+        if evaluate is not None:  # a page held by a dialog draws nothing: bounded
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(evaluate(DRAWN), self.max_wait)
+        drawn = loop.time()
         while loop.time() < start + self.max_wait:
             after = [t for t in self._paints if t >= handled]
             if not after:
-                if loop.time() - start >= 2 * self.period:
+                if loop.time() - drawn >= 2 * self.period:
                     return  # nothing changed on screen
             elif (time.monotonic_ns() - after[-1]) / 1e9 >= quiet:
                 return
@@ -106,8 +117,13 @@ class Screenshot:
 
 
 async def screenshot(page: Any, fmt: ImageFormat = "png", *, scale: float = 1.0,
-                     quality: int = 80) -> Screenshot:
-    """The page's current frame, encoded (off the event loop), optionally scaled down."""
+                     quality: int = 80, settle: bool = True) -> Screenshot:
+    """The page's current frame, encoded (off the event loop), optionally scaled down;
+    `settle`: first until the page has drawn what it shows now (a page just navigated
+    paints its first frame after its load event)."""
+    if settle:
+        async with Settling(page) as settling:
+            await settling.wait()
     frame = page.last_frame
     if frame is None:
         raise InvalidArgument("the page has painted no frame yet")

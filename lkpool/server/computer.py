@@ -76,7 +76,8 @@ async def computer_post(request: web.Request) -> web.Response:
         computer.take_focus(page)
     pool.touch(lease.session_id)
     cursor = await computer.run(page, steps)
-    shot = (await computer.screenshot(page, fmt, scale=scale, quality=quality)).as_json() \
+    shot = (await computer.screenshot(page, fmt, scale=scale, quality=quality,
+                                      settle=not steps)).as_json() \
         if fmt is not None else None
     return web.json_response({"screenshot": shot, "cursor": list(cursor),
                               "applied": len(steps)})
