@@ -48,11 +48,11 @@ class Settling:
     """Watches a page's frames while input is applied, then waits until the page showed
     what the input did (`wait`):
 
-    - the first frame grabbed after the input was handled: Chromium draws the change at its
-      next frame, and the grab follows that frame's damage;
-    - when the page was painting already before that (an animation, a hover effect), a
-      grab of earlier damage may race the input's frame, so it also waits until one frame
-      period passed with no newer frame;
+    - a frame grabbed after the input was handled, and then one frame period with no newer
+      one: Chromium draws the change at its next frame and the grab follows that frame's
+      damage, but a grab of earlier damage (the focus ring a mouse press drew before its
+      click's handler ran) may arrive first, which alone showed the page before the click
+      (CI, twice);
     - a page that paints nothing (the input changed nothing on screen) is left two frame
       periods after the page has drawn its next frames (two animation frames: counted from
       the input alone, a loaded machine's late grab was taken for "nothing changed" and
@@ -84,8 +84,6 @@ class Settling:
     async def wait(self) -> None:
         loop = asyncio.get_running_loop()
         handled = time.monotonic_ns()  # the clock of PaintData.captured_ns
-        period_ns = int(self.period * 1e9)
-        quiet = self.period if any(handled - t < period_ns for t in self._paints) else 0.0
         start = loop.time()
         evaluate = getattr(self.page, "evaluate", None)
         if evaluate is not None:  # a page held by a dialog draws nothing: bounded
@@ -97,7 +95,7 @@ class Settling:
             if not after:
                 if loop.time() - drawn >= 2 * self.period:
                     return  # nothing changed on screen
-            elif (time.monotonic_ns() - after[-1]) / 1e9 >= quiet:
+            elif (time.monotonic_ns() - after[-1]) / 1e9 >= self.period:
                 return
             await asyncio.sleep(0.004)
 
