@@ -73,12 +73,6 @@ async def _rate(total: int, concurrency: int, cycle, cpu: dict[str, float] | Non
     return rate
 
 
-async def _finished_start(chromium: str, http: aiohttp.ClientSession) -> None:
-    """The floor: a launch like the baseline's, left one second after its first answer to
-    finish its start-up (profile databases, first paint, start-up tasks), then killed."""
-    await cold_launch(chromium, http, linger=LINGER)
-
-
 async def run(leases: int = 24, concurrency: int = 4) -> list[Row]:
     settings = Settings.from_env()
     profiles = tempfile.mkdtemp(prefix="lkpool-bench-alloc-")
@@ -104,7 +98,8 @@ async def run(leases: int = 24, concurrency: int = 4) -> list[Row]:
             await asyncio.sleep(2)
             background = (busy_cpu() - busy) / 2
             await _rate(max(4, leases // 4), 1,
-                        lambda: _finished_start(settings.chromium_path, http), cpu, "floor")
+                        lambda: cold_launch(settings.chromium_path, http, linger=LINGER),
+                        cpu, "floor")
             cpu["floor"] -= background * LINGER
     finally:
         shutil.rmtree(profiles, ignore_errors=True)

@@ -1,21 +1,26 @@
-"""What the benchmarks share: a figure with its baseline (`Row`), the machine they ran on, and
-PSS of processes (for the density figure)."""
+"""What the benchmarks share: a figure with its baseline (`Row`), the machine they ran on,
+PSS and CPU of processes, and the bare headless Chromium the idle and density figures stand
+beside."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 import types
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import psutil
 
+from lkpool import profiles
 from lkpool.config import Settings
+from lkpool.proc.chromium import launch
 
 
 @dataclass
@@ -155,3 +160,24 @@ class CpuMeter:
         wall = time.monotonic() - self.wall
         return {name: sum(cpu_seconds(p) - self._t0.get(p.pid, 0.0) for p in procs) / wall
                 for name, procs in self.groups.items()}
+
+
+@contextlib.asynccontextmanager
+async def bare_chromium(settings: Settings, settle: float) -> AsyncIterator[list[int]]:
+    """A bare headless Chromium with the instances' flags on about:blank, `settle` seconds
+    after its start: its processes' pids, killed on the way out."""
+    profile = tempfile.mkdtemp(prefix="bench-bare-", dir=settings.chromium_profile_base_dir)
+    launched = await launch(settings, profile, 0, "screencast",
+                            (settings.width, settings.height), {})
+    pids: list[int] = []
+    try:
+        await asyncio.sleep(settle)
+        pids = tree_pids(launched.browser.pid)
+        yield pids
+    finally:
+        pids = pids or tree_pids(launched.browser.pid)
+        launched.stop()
+        for pid in pids:  # its helpers only: a pool's browsers are our descendants too
+            with contextlib.suppress(psutil.Error):
+                psutil.Process(pid).kill()
+        profiles.remove(profile)  # with Chromium's singleton folder in /tmp

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import shutil
 import tempfile
@@ -28,11 +27,17 @@ from collections import defaultdict
 
 import psutil
 
-from bench.common import Row, deployed_main, group_pids, pss_kb, table, tree_pids
-from lkpool import profiles
+from bench.common import (
+    Row,
+    bare_chromium,
+    deployed_main,
+    group_pids,
+    pss_kb,
+    table,
+    tree_pids,
+)
 from lkpool.config import Settings
 from lkpool.pool import Pool
-from lkpool.proc.chromium import launch
 
 TARGET_MB = 150.0
 
@@ -81,21 +86,8 @@ async def measure_pool(settings: Settings, count: int, settle: float
 
 async def measure_bare(settings: Settings, settle: float) -> float:
     """PSS (MB) of a bare headless Chromium with the same flags, on about:blank."""
-    profile = tempfile.mkdtemp(prefix="bench-density-", dir=settings.chromium_profile_base_dir)
-    launched = await launch(settings, profile, 0, "screencast",
-                            (settings.width, settings.height), {})
-    pids: list[int] = []
-    try:
-        await asyncio.sleep(settle)
-        pids = tree_pids(launched.browser.pid)
+    async with bare_chromium(settings, settle) as pids:
         return sum(pss_kb(pid) for pid in pids) / 1024
-    finally:
-        pids = pids or tree_pids(launched.browser.pid)
-        launched.stop()
-        for pid in pids:  # its helpers only: the pool's browsers are our descendants too
-            with contextlib.suppress(psutil.Error):
-                psutil.Process(pid).kill()
-        profiles.remove(profile)  # with Chromium's singleton folder in /tmp
 
 
 async def run(counts: tuple[int, ...] = (1, 4, 8), settle: float = 4.0) -> list[Row]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import shutil
 import tempfile
@@ -26,11 +25,9 @@ from collections import defaultdict
 import aiohttp
 import psutil
 
-from bench.common import Row, cpu_seconds, table, tree_pids
+from bench.common import Row, bare_chromium, cpu_seconds, table, tree_pids
 from bench.pool import Served
-from lkpool import profiles
 from lkpool.config import Settings
-from lkpool.proc.chromium import launch
 
 INSTANCE_TARGET = 0.3
 SERVER_TARGET = 0.5
@@ -88,26 +85,13 @@ async def measure(server_pid: int, seconds: float) -> dict[str, float]:
     return out
 
 
-async def bare_chromium(settings: Settings, seconds: float) -> float:
+async def bare_cpu(settings: Settings, seconds: float) -> float:
     """% of a core of a bare headless Chromium on about:blank, after it settled."""
-    profile = tempfile.mkdtemp(prefix="bench-idle-", dir=settings.chromium_profile_base_dir)
-    launched = await launch(settings, profile, 0, "screencast",
-                            (settings.width, settings.height), {})
-    pids: list[int] = []
-    try:
-        await asyncio.sleep(3.0)
-        pids = tree_pids(launched.browser.pid)
+    async with bare_chromium(settings, 3.0) as pids:
         procs = [psutil.Process(p) for p in pids]
         before = sum(cpu_seconds(p) for p in procs)
         await asyncio.sleep(seconds)
         return (sum(cpu_seconds(p) for p in procs) - before) / seconds * 100
-    finally:
-        pids = pids or tree_pids(launched.browser.pid)
-        launched.stop()
-        for pid in pids:
-            with contextlib.suppress(psutil.Error):
-                psutil.Process(pid).kill()
-        profiles.remove(profile)
 
 
 async def run(warm: int = 4, seconds: float = 20.0, rounds: int = 2) -> list[Row]:
@@ -123,7 +107,7 @@ async def run(warm: int = 4, seconds: float = 20.0, rounds: int = 2) -> list[Row
             assert srv.proc is not None
             for _ in range(rounds):
                 found.append(await measure(srv.proc.pid, seconds))
-                bare.append(await bare_chromium(settings, seconds))
+                bare.append(await bare_cpu(settings, seconds))
     finally:
         shutil.rmtree(base, ignore_errors=True)
     # the quietest round of each: the machine's other load only ever adds

@@ -63,6 +63,12 @@ class Namespace:
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
+        self.inode = os.fstat(fd).st_ino  # what another process checks its handle against
+
+    @classmethod
+    def of(cls, pid: int) -> Namespace:
+        """The namespace of process `pid`, for the process that started it (the child)."""
+        return cls(os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC))
 
     @classmethod
     def open(cls, pid: int, inode: int) -> Namespace | None:
@@ -71,13 +77,13 @@ class Namespace:
         if not (pid and inode and can_enter_namespaces()):
             return None
         try:
-            fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            ns = cls.of(pid)
         except OSError:
             return None
-        if os.fstat(fd).st_ino != inode:
-            os.close(fd)
+        if ns.inode != inode:
+            ns.close()
             return None
-        return cls(fd)
+        return ns
 
     def socket(self) -> socket.socket:
         """A new TCP socket of the namespace, unconnected and non-blocking. The calling
@@ -101,11 +107,6 @@ class Namespace:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
-
-
-def inode_of(pid: int) -> int:
-    """The inode of process `pid`'s network namespace (what `Namespace.open` checks)."""
-    return os.stat(f"/proc/{pid}/ns/net").st_ino
 
 
 class _Relays:

@@ -42,8 +42,6 @@ from .tab import NavigationFailed, Page, PageGone, ScriptError
 
 logger = logging.getLogger("lkpool.proc")
 
-# a test's grace for the watchdog: it wakes on events (pidfds), never on a timer
-WATCHDOG_PERIOD = 0.5
 PROCESS_NAME = b"lkpool-child"
 VERSION = "lkpool-chromium/1"
 
@@ -134,7 +132,7 @@ class Child:
         box = self.launched.box  # in its sandbox: our DevTools socket is made inside it,
         netns_pid = box.inner if box is not None and box.forward is not None else 0
         if netns_pid:  # past the relay, which then carries other clients' sockets only
-            self.netns = forward.Namespace.open(netns_pid, forward.inode_of(netns_pid))
+            self.netns = forward.Namespace.of(netns_pid)
         self.cdp = await CDPConnection.connect(
             self.launched.ws_url, sock=self.netns.socket() if self.netns else None)
         self.cdp.on("disconnected", lambda reason: self.crashed(f"devtools closed: {reason}"))
@@ -163,7 +161,7 @@ class Child:
             launched.debugging_port, launched.browser.pid, self.mode, launched.display,
             self.audio.name if self.audio else "", version,
             urllib.parse.urlsplit(launched.ws_url).path, netns_pid,
-            forward.inode_of(netns_pid) if netns_pid else 0))
+            self.netns.inode if self.netns else 0))
 
     # ---- commands ------------------------------------------------------------------------
     async def evaluate(self, m: p.Evaluate) -> str:
