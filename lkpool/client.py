@@ -37,6 +37,9 @@ __all__ = ["DOMAINS", "APIClient", "APIError", "CDPError", "Frame", "FrameStream
 
 logger = logging.getLogger(__name__)
 
+# seconds an allocation cancelled in flight waits for its answer, to release what it got
+CANCEL_GRACE = 5.0
+
 
 async def _raise_for(resp: aiohttp.ClientResponse) -> None:
     if resp.status < 400:
@@ -138,8 +141,19 @@ class APIClient(CDPChannel):
             raise APIError(0, "session_held", f"already holding {self.session_id}")
         body = {k: v for k, v in {"url": url, "width": width, "height": height,
                                   "framerate": framerate}.items() if v is not None}
-        data = await self._request("POST", "/browser", params={"timeout": timeout},
-                                   json_body=body or None)
+        post = asyncio.ensure_future(self._request("POST", "/browser",
+                                                   params={"timeout": timeout},
+                                                   json_body=body or None))
+        try:
+            data = await asyncio.shield(post)
+        except asyncio.CancelledError:
+            # cancelled (Ctrl-C) while the server may have made the lease already (seen in
+            # CI: the answer was on its way): learn it, within a bound, and give it back
+            with contextlib.suppress(Exception):
+                made = await asyncio.wait_for(post, CANCEL_GRACE)
+                await self._request("DELETE", f"/browser/{made['session_id']}")
+            post.cancel()
+            raise
         self.session_id, self.allocation = data["session_id"], data
         try:
             await self._connect_cdp(data.get("ws_url"))
