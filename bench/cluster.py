@@ -5,9 +5,10 @@ placement path alone at a scale this machine cannot run browsers for.
 
 1. Allocation through a non-owner vs the owner (p50): two real nodes and a real
    redis-server on loopback. Node A has room; node B (capacity 1) holds a lease, so
-   POST /browser on B places on A and B forwards to A's /_cluster/acquire. The baseline is
-   POST /browser on A itself. Every allocation gets a warm instance (the next waits for A's
-   warm floor to refill).
+   POST /browser on B places on A and B sends the acquire to A over its channel. The
+   baseline is POST /browser on A itself. Every allocation gets a warm instance (the next
+   waits for A's warm floor to refill), and both nodes were last called equally long ago
+   (so the entry node of either kind is as warm as the other).
 2. Runtime.evaluate round trip on A's lease through B (spliced twice: B to A, A to
    Chromium) vs through A.
 3. Placement alone: the real Lua scripts on the real Redis with `--nodes` simulated nodes x
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
 import statistics
@@ -43,13 +45,18 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
-async def _ready(http: aiohttp.ClientSession, base: str, idle: int, used: int) -> None:
+async def _ready(http: aiohttp.ClientSession, cluster: LocalCluster, idle: int, used: int
+                 ) -> None:
     """Until A has `idle` warm instances, none starting or stopping (their CPU would land
-    on whichever allocation comes next), and the cluster `used` slots taken."""
+    on whichever allocation comes next), and the cluster `used` slots taken. Each round asks
+    both nodes, so whichever is called next was last called as long ago as the other."""
+    a, b = cluster.nodes["a"], cluster.nodes["b"]
     async with asyncio.timeout(60):
         while True:
-            async with http.get(base + "/health") as resp:
+            async with http.get(a.base + "/health") as resp:
                 h = await resp.json()
+            async with http.get(b.base + "/health") as resp:
+                await resp.read()
             counts = h["pool"]["instances"]
             if (counts["idle"] >= idle and counts["starting"] == counts["stopping"] == 0
                     and h["cluster"]["used"] == used):
@@ -67,7 +74,7 @@ async def _allocations(cluster: LocalCluster, n: int) -> tuple[list[float], list
             held = (await resp.json())["session_id"]  # fills B: its allocations go to A
         for i in range(2 * n):
             entry, out = (a, owner) if i % 2 == 0 else (b, remote)
-            await _ready(http, a.base, 1, 1)
+            await _ready(http, cluster, 1, 1)
             t0 = time.perf_counter()
             async with http.post(entry.base + "/browser", params={"timeout": 60}) as resp:
                 body = await resp.json()
@@ -81,27 +88,27 @@ async def _allocations(cluster: LocalCluster, n: int) -> tuple[list[float], list
 
 
 async def _hops(cluster: LocalCluster, n: int) -> list[float]:
-    """What one node-to-node request costs after the same idle gap as an allocation: the
-    floor of the extra hop a non-owner adds (POST /_cluster/acquire with no session: A's
-    400, through the same middlewares as a real one)."""
+    """What one node-to-node call costs after the same idle gap as an allocation: the floor
+    of the extra hop a non-owner adds (an acquire with no session over a channel to A: its
+    400, through the same code as a real one)."""
     a = cluster.nodes["a"]
     times: list[float] = []
-    async with aiohttp.ClientSession() as http:
-        for _ in range(n):
-            await _ready(http, a.base, 1, 0)
+    async with aiohttp.ClientSession() as http, http.ws_connect(
+            a.base + "/_cluster/channel", headers={SECRET_HEADER: SECRET}) as ws:
+        for i in range(n):
+            await _ready(http, cluster, 1, 0)
             t0 = time.perf_counter()
-            async with http.post(a.base + "/_cluster/acquire", json={},
-                                 headers={SECRET_HEADER: SECRET}) as resp:
-                await resp.read()
+            await ws.send_str(json.dumps({"id": i, "op": "acquire", "body": {}}))
+            answer = json.loads((await ws.receive()).data)
             times.append(time.perf_counter() - t0)
-            assert resp.status == 400, resp.status
+            assert answer["status"] == 400, answer
     return times
 
 
 async def _evaluations(cluster: LocalCluster, n: int) -> tuple[list[float], list[float]]:
     a, b = cluster.nodes["a"], cluster.nodes["b"]
     async with aiohttp.ClientSession() as http:
-        await _ready(http, a.base, 1, 0)
+        await _ready(http, cluster, 1, 0)
         async with http.post(a.base + "/browser", params={"timeout": 600}) as resp:
             sid = (await resp.json())["session_id"]
         results = []
@@ -203,7 +210,7 @@ async def run(allocs: int = 20, evals: int = 300, nodes: int = 100, slots: int =
                     f"p95 {pct(remote, .95) * 1e3:.1f} vs {pct(owner, .95) * 1e3:.1f} ms"))
     rows.append(Row("the extra: non-owner minus owner (p50)",
                     (p50(remote) - p50(owner)) * 1e3, "ms", p50(hops) * 1e3,
-                    "one node-to-node request", note="both after the same idle gap: "
+                    "one node-to-node call", note="both after the same idle gap: "
                     "each process on the way wakes cold"))
     rows.append(Row("Runtime.evaluate through a non-owner (p50)", p50(proxied_eval) * 1e3,
                     "ms", p50(local_eval) * 1e3, "through the owner",

@@ -8,7 +8,8 @@
      ├── InstanceError                          a running instance failed
      │    ├── InstanceCrashed                   the child or its browser died
      │    ├── RequestTimeout (also TimeoutError) the instance did not answer in time
-     │    └── ClosedError                       used after aclose()
+     │    ├── ClosedError                       used after aclose()
+     │    └── OwnerUnreachable                  the node owning a session did not answer -> 502
      ├── PageError                              the page refused a request  -> 400/422
      │    ├── NoSuchPage                        unknown page id
      │    ├── NavigationError                   the URL could not be loaded
@@ -162,6 +163,13 @@ class NodeLost(SessionGone):
     """The session's node stopped answering heartbeats (killed, cut off) or restarted."""
 
     code = "node_lost"
+
+
+class OwnerUnreachable(InstanceError):
+    """The node that owns a session (or was placed a new lease) did not answer."""
+
+    code = "node_unreachable"
+    status = 502
 
 
 class ClusterUnavailable(PoolError):

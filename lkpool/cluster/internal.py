@@ -1,6 +1,8 @@
 """The node-to-node endpoints, under /_cluster/, each needing CLUSTER_SECRET.
 
-    POST /_cluster/acquire    make the lease of a session placed on this node
+    GET  /_cluster/channel    the placement's calls, over one WebSocket per peer (channel.py):
+                              acquire (make the lease of a session placed on this node),
+                              release (end one made for a caller who went away)
     GET  /_cluster/browsers   this node's instances and leases, for GET /browsers anywhere
     POST /_cluster/drain      no more placements here (Kubernetes' preStop), its leases
                               carry on until they end; answers how many are left
@@ -25,8 +27,7 @@ from aiohttp.typedefs import Handler
 from ..config import MAX_FRAMERATE, MAX_HEIGHT, MAX_WIDTH
 from ..errors import InvalidArgument, LkpoolError
 from ..server.appkeys import FROM_PEER
-from ..server.edge import read_json
-from . import ids
+from . import channel, ids
 
 if TYPE_CHECKING:
     from .node import Cluster
@@ -81,11 +82,15 @@ def _option(body: dict[str, Any], name: str, lo: float, hi: float) -> Any:
     return value
 
 
+def _session_id(body: Any) -> str:
+    if not isinstance(body, dict) or not isinstance(body.get("session_id"), str):
+        raise InvalidArgument("an object with a session_id is needed")
+    return body["session_id"]
+
+
 def routes(cluster: Cluster) -> list[web.RouteDef]:
-    async def acquire(request: web.Request) -> web.Response:
-        body = await read_json(request, types=(dict,))
-        if not isinstance(body, dict) or not isinstance(body.get("session_id"), str):
-            raise InvalidArgument("a JSON object with a session_id is needed")
+    async def acquire(body: Any) -> dict[str, Any]:
+        sid = _session_id(body)
         options = {"url": body.get("url"),
                    "width": _option(body, "width", 1, MAX_WIDTH),
                    "height": _option(body, "height", 1, MAX_HEIGHT),
@@ -94,9 +99,13 @@ def routes(cluster: Cluster) -> list[web.RouteDef]:
             raise InvalidArgument("url must be a string")
         timeout = _option(body, "timeout", 0.001, cluster.settings.max_lease_timeout)
         wait = _option(body, "wait", 0, cluster.settings.max_lease_timeout) or 0.0
-        answer = await cluster.placement.make_local(body["session_id"], timeout, options,
-                                                    wait)
-        return web.json_response(answer)
+        return await cluster.placement.make_local(sid, timeout, options, wait)
+
+    async def release(body: Any) -> dict[str, Any]:
+        sid = _session_id(body)
+        if ids.nid_of(sid) != cluster.registry.nid:
+            raise InvalidArgument(f"session {sid[:40]!r} is not placed on this node")
+        return {"session_id": sid, "released": await cluster.placement.release_local(sid)}
 
     async def browsers(request: web.Request) -> web.Response:
         return web.json_response(cluster.local_browsers())
@@ -106,5 +115,5 @@ def routes(cluster: Cluster) -> list[web.RouteDef]:
         return web.json_response({"state": cluster.registry.state,
                                   "leases": len(cluster.registry.pool.list())})
 
-    return [web.post(PREFIX + "acquire", acquire), web.get(PREFIX + "browsers", browsers),
-            web.post(PREFIX + "drain", drain)]
+    return [channel.route({"acquire": acquire, "release": release}),
+            web.get(PREFIX + "browsers", browsers), web.post(PREFIX + "drain", drain)]

@@ -26,6 +26,7 @@ from ..config import Settings
 from ..pool import Pool
 from ..server.appkeys import CLUSTER, METRICS, POOL
 from . import internal, routing
+from .channel import Channels
 from .placement import Placement
 from .registry import Registry
 from .store import Store, StoreError
@@ -40,6 +41,7 @@ class Cluster:
         self._registry: Registry | None = None
         self._placement: Placement | None = None
         self._http: aiohttp.ClientSession | None = None
+        self._channels: Channels | None = None
         self._watchers: dict[str, set[asyncio.Future[None]]] = {}
 
     @property
@@ -62,7 +64,9 @@ class Cluster:
         self._http = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(),
                                            trust_env=False)
         self._registry = Registry(self.settings, self.store, pool)
-        self._placement = Placement(self._registry, pool, self._http)
+        secret = {internal.SECRET_HEADER: self.settings.cluster_secret}
+        self._channels = Channels(self._http, secret, open_timeout=self.settings.request_timeout)
+        self._placement = Placement(self._registry, pool, self._channels)
         self._registry.on_node_lost.append(self._node_lost)
         pool.on("lease_ended", self._registry.lease_ended)
         await self._registry.start()
@@ -76,6 +80,8 @@ class Cluster:
     async def aclose(self) -> None:
         if self._registry is not None:
             await self._registry.leave()
+        if self._channels is not None:
+            await self._channels.aclose()
         if self._http is not None:
             await self._http.close()
         await self.store.aclose()
@@ -92,6 +98,8 @@ class Cluster:
         self._watchers.get(nid, set()).discard(fut)
 
     def _node_lost(self, nid: str) -> None:
+        if self._channels is not None:
+            self._channels.drop(nid)
         for fut in self._watchers.pop(nid, set()):
             if not fut.done():
                 fut.set_result(None)

@@ -2,7 +2,7 @@
 full, and have the owner make it.
 
     place.lua ──placed──► this node: pool.acquire(session_id=sid)
-        │                 another:   POST {owner}/_cluster/acquire (it checks the claim first)
+        │                 another:   "acquire" over the channel to the owner (who checks the claim)
         └──queued──► BLPOP req:{rid}:answer up to ACQUIRE_TIMEOUT
                         ├── answer: as placed
                         └── none:   cancel.lua (undoes a place made meanwhile) → 503
@@ -22,12 +22,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import aiohttp
-
 from ..errors import ClusterUnavailable, InvalidArgument, LkpoolError, PoolExhausted, UnknownSession
 from ..pool import Lease, Pool
 from . import ids
-from .internal import SECRET_HEADER
+from .channel import Channels
 from .registry import Registry
 from .store import StoreError
 
@@ -48,10 +46,10 @@ def lease_answer(lease: Lease) -> dict[str, Any]:
 
 
 class Placement:
-    def __init__(self, registry: Registry, pool: Pool, http: aiohttp.ClientSession) -> None:
+    def __init__(self, registry: Registry, pool: Pool, channels: Channels) -> None:
         self.registry = registry
         self.pool = pool
-        self.http = http
+        self.channels = channels
         self.settings = registry.settings
         # called with each lease this node makes (the server opens its browser socket early)
         self.on_made: Callable[[Lease], None] | None = None
@@ -91,18 +89,21 @@ class Placement:
         """Ends a lease just made for a caller who left, on whichever node owns it."""
         reg = self.registry
         if ids.nid_of(sid) == reg.nid:
-            with contextlib.suppress(UnknownSession):
-                await self.pool.release(sid, "cancelled")
+            await self.release_local(sid)
             return
         info = await reg.node(ids.nid_of(sid) or "")
         if info is not None:
-            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                async with self.http.delete(
-                        f"{info.internal_url}/browser/{sid}",
-                        headers={SECRET_HEADER: self.settings.cluster_secret,
-                                 "Authorization": f"Bearer {self.settings.token}"},
-                        timeout=aiohttp.ClientTimeout(total=self.settings.request_timeout)):
-                    pass
+            with contextlib.suppress(LkpoolError, TimeoutError):
+                await self.channels.to(info.nid, info.internal_url).call(
+                    "release", {"session_id": sid}, timeout=self.settings.request_timeout)
+
+    async def release_local(self, sid: str) -> bool:
+        """Ends a lease of this node made for a caller who went away; False if none."""
+        try:
+            await self.pool.release(sid, "cancelled")
+        except UnknownSession:
+            return False
+        return True
 
     async def _wait(self, rid: str, deadline: float, gone: Callable[[], bool]) -> str:
         """The queued request's answer, or PoolExhausted once the deadline passed. Waits in
@@ -147,16 +148,9 @@ class Placement:
             if info is None:
                 raise UnknownSession(f"node {nid} of placed session left the cluster")
             body = {"session_id": sid, "timeout": timeout, "wait": wait, **options}
-            async with self.http.post(
-                    f"{info.internal_url}/_cluster/acquire", json=body,
-                    headers={SECRET_HEADER: self.settings.cluster_secret},
-                    timeout=aiohttp.ClientTimeout(
-                        total=wait + self.settings.start_timeout
-                        + self.settings.request_timeout)) as resp:
-                data = await resp.json(content_type=None)
-                if resp.status != 200:
-                    raise _remote_error(resp.status, data)
-                return dict(data)
+            return await self.channels.to(info.nid, info.internal_url).call(
+                "acquire", body,
+                timeout=wait + self.settings.start_timeout + self.settings.request_timeout)
         except BaseException:
             with contextlib.suppress(*StoreError):
                 await asyncio.shield(reg.release(sid, "failed"))
@@ -187,11 +181,3 @@ class Placement:
             self.on_made(lease)
         return lease_answer(lease)
 
-
-def _remote_error(status: int, data: Any) -> LkpoolError:
-    """The owner's JSON error as the same kind of error here."""
-    detail = data.get("detail", "") if isinstance(data, dict) else ""
-    err = LkpoolError(f"the owner node answered {status}: {detail}")
-    err.status = status
-    err.code = data.get("error", "error") if isinstance(data, dict) else "error"
-    return err

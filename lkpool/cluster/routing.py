@@ -26,10 +26,10 @@ from yarl import URL
 
 from ..errors import (
     ClusterUnavailable,
-    InstanceError,
     InvalidArgument,
     LkpoolError,
     NodeLost,
+    OwnerUnreachable,
     SessionGone,
 )
 from ..server.appkeys import PROXY_SOCKETS
@@ -54,11 +54,6 @@ DROPPED_RESPONSE = frozenset({
     "connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding",
     "server", "date"})
 HEADER_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
-
-
-class OwnerUnreachable(InstanceError):
-    code = "node_unreachable"
-    status = 502
 
 
 def middleware(cluster: Cluster) -> Any:
@@ -122,8 +117,14 @@ async def _http(cluster: Cluster, request: web.Request, owner: NodeInfo) -> web.
             return web.Response(status=resp.status, body=payload, headers=out)
     except (aiohttp.ClientError, TimeoutError) as exc:
         await _maybe_lost(cluster, owner, request)
-        raise OwnerUnreachable(f"node {owner.nid} did not answer: "
-                               f"{exc or type(exc).__name__}") from None
+        raise _unreachable(owner, exc) from None
+
+
+def _unreachable(owner: NodeInfo, exc: BaseException) -> OwnerUnreachable:
+    """The client learns which node did not answer; its internal address is only logged."""
+    logger.warning("node %s at %s did not answer: %s", owner.nid, owner.internal_url,
+                   exc or type(exc).__name__)
+    return OwnerUnreachable(f"node {owner.nid} did not answer")
 
 
 async def _maybe_lost(cluster: Cluster, owner: NodeInfo, request: web.Request) -> None:
@@ -157,8 +158,7 @@ async def _websocket(cluster: Cluster, request: web.Request, owner: NodeInfo
         raise OwnerUnreachable(f"node {owner.nid} refused the WebSocket: {exc}") from None
     except (OSError, TimeoutError) as exc:
         await _maybe_lost(cluster, owner, request)
-        raise OwnerUnreachable(f"node {owner.nid} did not answer: "
-                               f"{exc or type(exc).__name__}") from None
+        raise _unreachable(owner, exc) from None
     try:
         writer = await resp.prepare(request)
         assert writer is not None

@@ -221,18 +221,47 @@ async def test_internal_endpoints_need_the_secret(shared_cluster: LocalCluster) 
         body = {"session_id": f"{nid}.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}
         for headers in ({}, {"X-Lkpool-Cluster-Secret": "guess"},
                         {"X-Lkpool-Cluster-Secret": SECRET + "x"}):
-            async with http.post(f"{node.base}/_cluster/acquire", json=body,
-                                 headers=headers) as resp:
-                assert resp.status == 403 and (await resp.json())["error"] == "forbidden"
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                async with http.ws_connect(f"{node.base}/_cluster/channel", headers=headers):
+                    pass
+            assert refused.value.status == 403
             async with http.get(f"{node.base}/_cluster/browsers", headers=headers) as resp:
                 assert resp.status == 403
         # even with the secret, a session that was never placed is not started
-        async with http.post(f"{node.base}/_cluster/acquire", json=body,
-                             headers={"X-Lkpool-Cluster-Secret": SECRET}) as resp:
-            assert resp.status == 503, await resp.text()
+        async with http.ws_connect(f"{node.base}/_cluster/channel",
+                                   headers={"X-Lkpool-Cluster-Secret": SECRET}) as ws:
+            await ws.send_json({"id": 1, "op": "acquire", "body": body})
+            answer = await ws.receive_json(timeout=30)
+            assert answer["id"] == 1 and answer["status"] == 503, answer
         assert await used(http, node.base) == 0
         async with http.get(f"{node.base}/browsers") as resp:
             assert not [b for b in await resp.json() if b["session_id"]]
+
+
+async def test_the_channel_answers_bad_calls_with_errors(shared_cluster: LocalCluster) -> None:
+    """A peer's malformed calls get the error a REST client would, each for its own id, and
+    the socket serves the next call; a binary frame closes it."""
+    node = shared_cluster.nodes["bravo"]
+    other = f"alpha.1.{'A' * 32}"
+    async with aiohttp.ClientSession() as http, http.ws_connect(
+            f"{node.base}/_cluster/channel",
+            headers={"X-Lkpool-Cluster-Secret": SECRET}) as ws:
+        def call(call_id: int, op: str, body: object) -> str:
+            return json.dumps({"id": call_id, "op": op, "body": body})
+
+        calls = [("{not json", None, 400), ("[1, 2]", None, 400),
+                 (call(2, "format_disk", {}), 2, 400), (call(3, "acquire", []), 3, 400),
+                 (call(4, "acquire", {"session_id": other, "width": -1}), 4, 400),
+                 (call(5, "acquire", {"session_id": other}), 5, 400),
+                 (call(6, "release", {"session_id": other}), 6, 400)]
+        for text, call_id, status in calls:
+            await ws.send_str(text)
+            answer = await ws.receive_json(timeout=30)
+            assert (answer["id"], answer["status"]) == (call_id, status), (text, answer)
+            assert answer["body"]["error"] == "invalid_argument" and answer["body"]["detail"]
+        await ws.send_bytes(b"\x00" * 16)
+        msg = await ws.receive(timeout=30)
+        assert msg.type is aiohttp.WSMsgType.CLOSE and msg.data == 1003, msg
 
 
 async def test_unknown_and_foreign_ids(shared_cluster: LocalCluster) -> None:

@@ -74,6 +74,30 @@ async def test_killed_node_sessions_are_410_everywhere_and_stay_so(
             assert resp.status == 200
 
 
+async def test_a_placement_on_a_killed_node_fails_cleanly(cluster: LocalCluster) -> None:
+    """bravo killed while its heartbeat is still fresh, every other slot taken: the lease
+    placed on bravo answers 502 node_unreachable (not a hang, not a 500), and its slot is
+    given back, so the cluster counts only the four live leases."""
+    alpha, charlie = cluster.nodes["alpha"], cluster.nodes["charlie"]
+    async with aiohttp.ClientSession() as http:
+        sids = [(await allocate(http, node.base))["session_id"]
+                for node in (alpha, alpha, charlie, charlie)]
+        assert sorted(map(node_of, sids)) == ["alpha", "alpha", "charlie", "charlie"]
+        cluster.stop_node("bravo", signal.SIGKILL)
+        async with http.post(f"{alpha.base}/browser", params={"timeout": 60}) as resp:
+            body = await resp.json()
+            assert resp.status == 502 and body["error"] == "node_unreachable", body
+            assert "bravo" in body["detail"], body
+        async with asyncio.timeout(10):  # bravo reaped: two nodes, four leases, no claim
+            while (f := await figures(http, alpha.base))["nodes_up"] != 2:
+                await asyncio.sleep(0.1)
+        assert f["used"] == 4, f
+        for s in sids:
+            async with http.delete(f"{alpha.base}/browser/{s}") as resp:
+                assert resp.status == 200
+    cluster.start_node("bravo")  # which purges what its killed run left
+
+
 async def test_sigterm_drains(cluster: LocalCluster) -> None:
     """SIGTERM charlie: its lease ends `shutdown` (410 on the other nodes), it deregisters
     and exits 0, and new leases go to the others."""

@@ -54,7 +54,7 @@ async def test_routing_through_the_edge_at_names(guarded_cluster: LocalCluster) 
     public = {"Host": f"{GUARD_HOST}:{alpha.port}"}
     async with aiohttp.ClientSession() as http:
         # alpha's two slots, then one on bravo, all asked of alpha with alpha's token: bravo
-        # makes the third at alpha's request (/_cluster/acquire), never asking for a token
+        # makes the third at alpha's request (over the channel), never asking for a token
         sids = []
         try:
             for _ in range(3):
