@@ -1,7 +1,7 @@
 """The cluster's costs: what going through a node that does not own the lease adds, and the
 placement path alone at a scale this machine cannot run browsers for.
 
-    python -m bench.cluster [--allocs 20] [--evals 300] [--nodes 100] [--slots 50]
+    python -m bench.cluster [--allocs 30] [--evals 300] [--nodes 100] [--slots 50]
 
 1. Allocation through a non-owner vs the owner (p50): two real nodes and a real
    redis-server on loopback. Node A has room; node B (capacity 1) holds a lease, so
@@ -189,7 +189,7 @@ def _start(tmp: Path) -> LocalCluster:
     return cluster
 
 
-async def run(allocs: int = 20, evals: int = 300, nodes: int = 100, slots: int = 50
+async def run(allocs: int = 30, evals: int = 300, nodes: int = 100, slots: int = 50
               ) -> list[Row]:
     rows = []
     with tempfile.TemporaryDirectory(prefix="lkpool-bench-cluster-") as tmp:
@@ -233,7 +233,7 @@ async def run(allocs: int = 20, evals: int = 300, nodes: int = 100, slots: int =
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--allocs", type=int, default=20)
+    parser.add_argument("--allocs", type=int, default=30)
     parser.add_argument("--evals", type=int, default=300)
     parser.add_argument("--nodes", type=int, default=100)
     parser.add_argument("--slots", type=int, default=50)

@@ -58,7 +58,7 @@ CLI_BENCHES = [
     ("Edge: the proxy's round trips with and without the Host/Origin checks", "bench.edge",
      ["--rounds", "6"]),
     ("Cluster: through a non-owner node vs the owner, placement at 100 nodes x 50 slots",
-     "bench.cluster", ["--allocs", "20", "--evals", "300"]),
+     "bench.cluster", ["--allocs", "30", "--evals", "300"]),
 ]
 QUICK_ARGS = {"bench.frames": ["--seconds", "2", "--modes", "x11"],
               "bench.pool": ["--warm-runs", "3", "--cold-runs", "2", "--rtt", "100",

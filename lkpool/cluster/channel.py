@@ -97,13 +97,20 @@ def route(ops: Mapping[str, Op]) -> web.RouteDef:
         ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE)
         await ws.prepare(request_)
         running: set[asyncio.Task] = set()
-        async for msg in ws:
-            if msg.type is not aiohttp.WSMsgType.TEXT:
-                await ws.close(code=aiohttp.WSCloseCode.UNSUPPORTED_DATA,
-                               message=b"text messages only")
-                break
-            spawn(_serve(ws, ops, msg.data), name="lkpool-cluster-call", into=running,
-                  log=logger)
+        try:
+            async for msg in ws:
+                if msg.type is not aiohttp.WSMsgType.TEXT:
+                    await ws.close(code=aiohttp.WSCloseCode.UNSUPPORTED_DATA,
+                                   message=b"text messages only")
+                    break
+                spawn(_serve(ws, ops, msg.data), name="lkpool-cluster-call", into=running,
+                      log=logger)
+        except asyncio.CancelledError:  # the server stops: so do the calls in flight
+            for task in list(running):
+                task.cancel(msg="node stopping")
+            raise
+        finally:
+            await asyncio.gather(*running, return_exceptions=True)
         return ws
 
     return web.get(PATH, channel)
