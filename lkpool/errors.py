@@ -23,6 +23,7 @@
      ├── LiveKitUnreachable                     LiveKit refused or unreachable -> 502
      └── PoolError
           ├── PoolExhausted                     no instance within ACQUIRE_TIMEOUT  -> 503
+          │    └── CallerGone                   the caller left before it got its lease
           ├── UnknownSession (also KeyError)    no such lease                -> 404
           ├── PoolClosed                        the pool is shutting down    -> 503
           ├── SessionGone                       ended on a node of the cluster -> 410
@@ -137,6 +138,10 @@ class PoolError(LkpoolError):
 class PoolExhausted(PoolError):
     code = "pool_exhausted"
     status = 503
+
+
+class CallerGone(PoolExhausted):
+    """The caller closed its connection while its lease was made: it was given back."""
 
 
 class UnknownSession(PoolError, KeyError):

@@ -22,8 +22,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import ClusterUnavailable, InvalidArgument, LkpoolError, PoolExhausted, UnknownSession
-from ..pool import Lease, Pool
+from ..errors import (
+    CallerGone,
+    ClusterUnavailable,
+    InvalidArgument,
+    LkpoolError,
+    PoolExhausted,
+    UnknownSession,
+)
+from ..pool import EndReason, Lease, Pool
 from . import ids
 from .channel import Channels
 from .registry import Registry
@@ -32,10 +39,6 @@ from .store import StoreError
 logger = logging.getLogger("lkpool.cluster")
 
 WAIT_STEP = 0.25  # seconds of one BLPOP: how soon a waiter that went away leaves the queue
-
-
-class ClientGone(PoolExhausted):
-    """The caller closed its connection: whatever was placed for it is given back."""
 
 
 def lease_answer(lease: Lease) -> dict[str, Any]:
@@ -82,7 +85,7 @@ class Placement:
                                      f"{exc or type(exc).__name__}") from None
         if gone():  # nobody to hand it to: the slot goes back at once
             await self._release_remote(sid)
-            raise ClientGone("the caller went away before the lease was made")
+            raise CallerGone("the caller went away before the lease was made")
         return answer
 
     async def _release_remote(self, sid: str) -> None:
@@ -100,7 +103,7 @@ class Placement:
     async def release_local(self, sid: str) -> bool:
         """Ends a lease of this node made for a caller who went away; False if none."""
         try:
-            await self.pool.release(sid, "cancelled")
+            await self.pool.release(sid, EndReason.CANCELLED)
         except UnknownSession:
             return False
         return True
@@ -121,7 +124,7 @@ class Placement:
             raise
         if gone():
             await self._cancel(rid)
-            raise ClientGone("the caller went away while waiting")
+            raise CallerGone("the caller went away while waiting")
         if (late := await self._cancel(rid)) is not None:
             logger.info("request %s answered after its waiter gave up: %s… freed", rid,
                         late[:16])
@@ -175,7 +178,7 @@ class Placement:
             kept = 1  # Redis away right now: the lease stands, the heartbeat records it
         if not kept:
             with contextlib.suppress(UnknownSession):  # a heartbeat may have ended it
-                await self.pool.release(sid, "cancelled")
+                await self.pool.release(sid, EndReason.CANCELLED)
             raise PoolExhausted("the placement was given up before the lease was made")
         if self.on_made is not None:
             self.on_made(lease)

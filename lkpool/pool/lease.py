@@ -41,6 +41,7 @@ class EndReason(enum.StrEnum):
     IDLE = "idle"
     CRASHED = "crashed"
     SHUTDOWN = "shutdown"
+    CANCELLED = "cancelled"  # made for a caller who had gone away before it was handed over
 
 
 class _SlotLog(logging.LoggerAdapter):

@@ -11,13 +11,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from ..config import MAX_FRAMERATE, MAX_HEIGHT, MAX_WIDTH
-from ..errors import InvalidArgument, UnknownSession
+from ..errors import CallerGone, InvalidArgument, UnknownSession
 from ..pool import EndReason, Lease, Pool, State
 from . import upstream
 from .appkeys import CLUSTER, METRICS, POOL, SETTINGS
@@ -90,6 +91,12 @@ def _lookup(pool: Pool, session_id: str) -> Lease:
         return ended
 
 
+def _caller_gone(request: web.Request) -> bool:
+    """The client closed its connection (aiohttp lets the handler run on): a lease made for
+    it now would be held by nobody until it timed out."""
+    return request.transport is None or request.transport.is_closing()
+
+
 @routes.post("/browser")
 async def allocate(request: web.Request) -> web.Response:
     params = await _params(request)
@@ -103,15 +110,19 @@ async def allocate(request: web.Request) -> web.Response:
     public_host(request)  # an unusable Host fails before an instance is taken
     cluster = request.app.get(CLUSTER)
     if cluster is not None:  # placed on any node of the cluster, made by its owner
-        answer = await cluster.placement.allocate(
-            timeout, options, gone=lambda: request.transport is None
-            or request.transport.is_closing())
+        answer = await cluster.placement.allocate(timeout, options,
+                                                  gone=lambda: _caller_gone(request))
         proxy_url, ws_url = session_urls(request, answer["session_id"])
         return web.json_response({
             "session_id": answer["session_id"], "proxy_url": proxy_url, "ws_url": ws_url,
             "debugging_port": answer["debugging_port"], "expires_at": answer["expires_at"],
             "timeout": answer["timeout"], "node": answer["node"]})
-    lease = await request.app[POOL].acquire(timeout, **options)
+    pool = request.app[POOL]
+    lease = await pool.acquire(timeout, **options)
+    if _caller_gone(request):  # it hung up while it waited: nobody to hand the lease to
+        with contextlib.suppress(UnknownSession):
+            await pool.release(lease.session_id, EndReason.CANCELLED)
+        raise CallerGone("the caller went away before its lease was made")
     upstream.preconnect(request.app, lease)
     proxy_url, ws_url = session_urls(request, lease.session_id)
     return web.json_response({

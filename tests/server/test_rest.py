@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import aiohttp
@@ -151,3 +152,34 @@ async def test_full_pool_answers_503_with_retry_after(small) -> None:
         assert 'lkpool_instances{state="leased"} 1.0' in text
         assert "lkpool_acquire_wait_seconds_count 2.0" in text
         assert 'lkpool_leases_ended_total{reason="released"} 1.0' in text
+
+
+async def test_a_caller_who_hung_up_holds_no_lease(small) -> None:
+    """A client asks a full pool for a browser and hangs up while it waits: the instance
+    freed meanwhile is not leased to nobody until its timeout; that lease ends `cancelled`
+    at once and the next caller gets an instance."""
+    async with run_server(small.replace(max_instances=1, acquire_timeout=60)) as srv:
+        first = await srv.allocate(timeout=60)
+        host = srv.base.removeprefix("http://")
+        reader, writer = await asyncio.open_connection(*host.rsplit(":", 1))
+        writer.write(f"POST /browser?timeout=600 HTTP/1.1\r\nHost: {host}\r\n"
+                     "Content-Length: 0\r\n\r\n".encode())
+        await writer.drain()
+        await wait_until(lambda: srv.pool.counts()["waiting"] == 1, what="the waiting call")
+        writer.close()
+        await writer.wait_closed()
+        status, _ = await srv.json("DELETE", f"/browser/{first['session_id']}")
+        assert status == 200
+        await wait_until(lambda: "cancelled" in ended_reasons(srv), 60, "the cancelled lease")
+        assert not srv.pool.list(), [lease.session_id[:6] for lease in srv.pool.list()]
+        second = await srv.allocate(timeout=60)
+        status, _ = await srv.json("DELETE", f"/browser/{second['session_id']}")
+        assert status == 200
+
+
+def ended_reasons(srv) -> list[str]:
+    from lkpool.server.appkeys import METRICS
+
+    return [sample.labels["reason"] for metric in srv.app[METRICS].registry.collect()
+            if metric.name == "lkpool_leases_ended" for sample in metric.samples
+            if sample.name.endswith("_total") and sample.value > 0]
