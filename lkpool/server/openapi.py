@@ -77,7 +77,7 @@ SPEC: dict[str, Any] = {
             "responses": _ok({"type": "object", "required": ["session_id", "proxy_url",
                                                             "ws_url", "debugging_port",
                                                             "expires_at"]})
-            | _errors(400, 401, 413, 503),
+            | _errors(400, 401, 413, 502, 503, 504),  # 502/504: a cluster's owner node
         }},
         "/browser/{session_id}": {
             "parameters": [_SESSION],
