@@ -220,9 +220,10 @@ class Channel:
             await ws.close()
             if self._ws is ws:
                 self._ws = None
-            gone = self._unreachable("the socket closed before the answer")
-            for fut in list(self._pending.values()):
-                if not fut.done():
+            waiting = [fut for fut in self._pending.values() if not fut.done()]
+            if waiting:  # a socket closed with no call on it is no news
+                gone = self._unreachable("the socket closed before the answer")
+                for fut in waiting:
                     fut.set_exception(gone)
 
     def _unreachable(self, why: str) -> OwnerUnreachable:

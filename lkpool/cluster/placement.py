@@ -102,11 +102,16 @@ class Placement:
 
     async def release_local(self, sid: str) -> bool:
         """Ends a lease of this node made for a caller who went away; False if none."""
+        self._check_local(sid)
         try:
             await self.pool.release(sid, EndReason.CANCELLED)
         except UnknownSession:
             return False
         return True
+
+    def _check_local(self, sid: str) -> None:
+        if ids.nid_of(sid) != self.registry.nid:
+            raise InvalidArgument(f"session {sid[:40]!r} is not placed on this node")
 
     async def _wait(self, rid: str, deadline: float, gone: Callable[[], bool]) -> str:
         """The queued request's answer, or PoolExhausted once the deadline passed. Waits in
@@ -163,8 +168,7 @@ class Placement:
                          wait: float) -> dict[str, Any]:
         """This node makes the lease of a session placed on it, if the claim still holds."""
         reg = self.registry
-        if ids.nid_of(sid) != reg.nid:
-            raise InvalidArgument(f"session {sid[:40]!r} is not placed on this node")
+        self._check_local(sid)
         try:  # the claim must still hold: a waiter who gave up gets nothing started
             state = await reg.store.client.hget(reg.store.key("sess", sid), "state")
         except StoreError:
@@ -177,8 +181,7 @@ class Placement:
         except StoreError:
             kept = 1  # Redis away right now: the lease stands, the heartbeat records it
         if not kept:
-            with contextlib.suppress(UnknownSession):  # a heartbeat may have ended it
-                await self.pool.release(sid, EndReason.CANCELLED)
+            await self.release_local(sid)  # unless a heartbeat has ended it already
             raise PoolExhausted("the placement was given up before the lease was made")
         if self.on_made is not None:
             self.on_made(lease)

@@ -85,10 +85,8 @@ class Settling:
         loop = asyncio.get_running_loop()
         handled = time.monotonic_ns()  # the clock of PaintData.captured_ns
         start = loop.time()
-        evaluate = getattr(self.page, "evaluate", None)
-        if evaluate is not None:  # a page held by a dialog draws nothing: bounded
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(evaluate(DRAWN), self.max_wait)
+        with contextlib.suppress(Exception):  # a page held by a dialog draws nothing: bounded
+            await asyncio.wait_for(self.page.evaluate(DRAWN), self.max_wait)
         drawn = loop.time()
         while loop.time() < start + self.max_wait:
             after = [t for t in self._paints if t >= handled]
